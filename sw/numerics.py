@@ -145,12 +145,29 @@ def quant_p(e):
     return (_i64(e) * P_SCALE + (1 << 14)) >> 15
 
 
-def mul_q15(x, a):
-    """``x * a`` for a UQ1.15 factor ``0 <= a <= 2**15``, rounded half up: ``(x*a + 2**14) >> 15``.
+def _mul_round_shift(x, f, s):
+    """Exact ``round_shift(x * f, s)`` for INT32 ``x`` and ``0 <= f < 2**48`` (the product may need 80 bits)."""
+    if not _is_array(x) and not _is_array(f):
+        return round_shift(int(x) * int(f), s)
+    x = np.asarray(x, dtype=np.int64)
+    f = np.broadcast_to(np.asarray(f, dtype=np.int64), x.shape)
+    big = np.abs(x).astype(np.float64) * f.astype(np.float64) >= 2.0 ** 61
+    if not big.any():
+        return round_shift(x * f, s)
+    out = np.empty(x.shape, dtype=object)
+    ok = ~big
+    out[ok] = round_shift(x[ok] * f[ok], s)
+    out[big] = [round_shift(a * b, s) for a, b in zip(x[big].tolist(), f[big].tolist())]
+    return out
 
-    ``x`` is INT32, so the product stays below 2**47 and the result is INT32.
+
+def mul_q15(x, a):
+    """``x * a`` for a UQ1.15 factor ``a``, rounded half up: ``(x*a + 2**14) >> 15``.
+
+    Exact for INT32 ``x`` and any ``0 <= a < 2**48``; for ``a <= 2**15`` the
+    result is INT32. Callers that store the result wrap it with :func:`wrap32`.
     """
-    return (_i64(x) * _i64(a) + (1 << 14)) >> 15
+    return _mul_round_shift(x, a, 15)
 
 
 def recip_fixed(l, mult):
@@ -174,26 +191,15 @@ def recip_fixed(l, mult):
 def requant(x, factor, shift, bits=8):
     """``saturate(round_shift(x * factor, shift), bits)`` computed exactly.
 
-    ``x`` is INT32 and ``factor`` is below 2**47 (a scalar or an array that
-    broadcasts against ``x``). The product may need 80 bits; elements whose
-    product could pass 2**62 are computed with Python integers, so the result is
-    exact for every input, as in the hardware's full-width multiplier.
+    ``x`` is INT32 and ``factor`` below 2**48 (a scalar or an array that
+    broadcasts against ``x``). The product may need 80 bits; it is computed
+    exactly, as by the hardware's full-width multiplier.
     """
     shift = int(shift)
     if not 0 <= shift < 64:
         raise ValueError(f"requant: shift {shift} must be in 0..63")
-    if not _is_array(x) and not _is_array(factor):
-        return saturate(round_shift(int(x) * int(factor), shift), bits)
-    x = np.asarray(x, dtype=np.int64)
-    factor = np.broadcast_to(np.asarray(factor, dtype=np.int64), x.shape)
-    big = np.abs(x).astype(np.float64) * factor.astype(np.float64) >= 2.0 ** 61
-    out = np.empty(x.shape, dtype=np.int64)
-    ok = ~big
-    out[ok] = saturate(round_shift(x[ok] * factor[ok], shift), bits)
-    if big.any():
-        xs, fs = x[big].tolist(), factor[big].tolist()
-        out[big] = [saturate(round_shift(a * b, shift), bits) for a, b in zip(xs, fs)]
-    return out
+    out = saturate(_mul_round_shift(x, factor, shift), bits)
+    return np.asarray(out, dtype=np.int64) if _is_array(out) else out
 
 
 def fold_scale(real: float, mult_bits: int, *, max_shift: int = 63, what: str = "scale") -> tuple[int, int]:
