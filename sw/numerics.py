@@ -64,6 +64,8 @@ def _i64(x):
 def wrap32(x):
     """Wrap to INT32 (two's complement), as the accumulators do."""
     if _is_array(x):
+        if x.dtype == object:   # exact wide products from _mul_round_shift
+            return (((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).astype(np.int64)
         return ((np.asarray(x, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
     return ((int(x) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
