@@ -6,12 +6,12 @@ holds the flipped one.
 """
 
 from amaranth import unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from flashnpu.sw.isa import INSTR_LAYOUT, ErrorCode
 
-__all__ = ["SramReadSignature", "SramWriteSignature", "UnitSignature", "ERROR_SHAPE"]
+__all__ = ["SramReadSignature", "SramWriteSignature", "UnitSignature", "FetchSignature", "ERROR_SHAPE"]
 
 ERROR_SHAPE = unsigned(max(ErrorCode).bit_length())
 
@@ -79,4 +79,23 @@ class UnitSignature(wiring.Signature):
             "done": In(1),
             "busy": In(1),
             "error": In(ERROR_SHAPE),
+        })
+
+
+class FetchSignature(wiring.Signature):
+    """Instruction fetch, seen from the sequencer; served by the DMA engine's AXI master.
+
+    Each ``req`` asks for one 32-byte instruction word at ``addr`` (32-byte
+    aligned, so it never crosses 4 KiB). Responses come back in request order;
+    several requests may be outstanding. ``error`` marks a word whose read
+    answered SLVERR or DECERR.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "req": Out(stream.Signature(data.StructLayout({"addr": unsigned(32)}))),
+            "resp": In(stream.Signature(data.StructLayout({
+                "word": unsigned(INSTR_LAYOUT.size),
+                "error": unsigned(1),
+            }))),
         })
