@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from flashnpu.sw.config import ConfigError
+from flashnpu.sw.config import ConfigError, load_config
 
 # subcommand -> "module:function" taking the parsed arguments, returning an exit code
 HANDLERS = {
@@ -72,6 +72,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     mod, fn = HANDLERS[args.command].split(":")
     try:
+        if getattr(args, "config", None) is not None:
+            load_config(args.config)   # reject a bad config before any work starts
         return int(getattr(importlib.import_module(mod), fn)(args) or 0)
     except (ConfigError, ValueError) as e:
         print(f"flashnpu {args.command}: error: {e}", file=sys.stderr)
