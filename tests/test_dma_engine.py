@@ -1,0 +1,429 @@
+"""DmaEngine in Amaranth's simulator against a Python AXI4 slave and SRAM models.
+
+The slave adds random latency and backpressure, may answer read bursts of
+different IDs out of order and interleaved, checks every burst against the
+AXI rules (4 KiB, length, INCR, size, wlast) and answers SLVERR/DECERR for
+chosen address ranges.
+"""
+
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from flashnpu.hw.dma_engine import DmaEngine
+from flashnpu.sw.config import load_config
+from flashnpu.sw.isa import ErrorCode, Mem, Opcode, encode
+
+TINY = load_config("tiny")
+
+
+class Slave:
+    """AXI4 slave memory with random timing; one ``step`` per clock cycle."""
+
+    def __init__(self, cfg, *, seed=1, lat=(0, 0), p_ready=1.0, p_rvalid=1.0, reorder=False,
+                 rd_err=(), wr_err=(), size=1 << 16):
+        self.cfg = cfg
+        self.beat = cfg.dma_beat_bytes
+        self.rng = random.Random(seed)
+        self.lat = lat
+        self.p_ready = p_ready
+        self.p_rvalid = p_rvalid
+        self.reorder = reorder
+        self.rd_err = rd_err   # (lo, hi, resp): reads of bytes in [lo, hi) answer resp
+        self.wr_err = wr_err
+        self.mem = bytearray(self.rng.randrange(256) for _ in range(size))
+        self.ar_log, self.aw_log = [], []
+        self.pending_r = []    # [ready_cycle, id, addr, beats_left, first]
+        self.r_cur = None
+        self.aw_q, self.w_q, self.b_q = [], [], []
+        self.b_cur = None
+        self.max_r_in_flight = 0
+        self.errors = []
+
+    def _resp(self, regions, addr):
+        for lo, hi, resp in regions:
+            if lo <= addr < hi:
+                return resp
+        return 0
+
+    def _check_burst(self, kind, addr, length, size, burst):
+        beats = length + 1
+        if size != self.beat.bit_length() - 1:
+            self.errors.append(f"{kind} size {size}")
+        if burst != 1:
+            self.errors.append(f"{kind} burst type {burst}")
+        if addr % self.beat:
+            self.errors.append(f"{kind} unaligned {addr:#x}")
+        if addr // 4096 != (addr + beats * self.beat - 1) // 4096:
+            self.errors.append(f"{kind} crosses 4 KiB: {addr:#x} + {beats} beats")
+        if beats > self.cfg.dma_burst_len:
+            self.errors.append(f"{kind} too long: {beats}")
+
+    async def step(self, ctx, dut, now):
+        axi = dut.m_axi
+        rng = self.rng
+        # ---- drive this cycle's slave outputs
+        arready = rng.random() < self.p_ready
+        awready = rng.random() < self.p_ready
+        wready = rng.random() < self.p_ready
+        ctx.set(axi.arready, arready)
+        ctx.set(axi.awready, awready)
+        ctx.set(axi.wready, wready)
+        # R: keep the current beat until taken (rready is always 1 but check anyway).
+        if self.r_cur is None and rng.random() < self.p_rvalid:
+            # Same-ID bursts answer in order: only the oldest of each ID is eligible.
+            firsts, seen = [], set()
+            for p in self.pending_r:
+                if p[1] not in seen:
+                    seen.add(p[1])
+                    if p[0] <= now:
+                        firsts.append(p)
+            if firsts:
+                p = rng.choice(firsts) if self.reorder else firsts[0]
+                if p is not self.pending_r[0] and not self.reorder:
+                    p = None
+                if p is not None:
+                    addr = p[2]
+                    data = int.from_bytes(self.mem[addr:addr + self.beat], "little")
+                    resp = self._resp(self.rd_err, addr)
+                    last = p[3] == 1
+                    self.r_cur = (p[1], data, resp, last)
+                    p[2] += self.beat
+                    p[3] -= 1
+                    if last:
+                        self.pending_r.remove(p)
+        if self.r_cur is not None:
+            rid, data, resp, last = self.r_cur
+            ctx.set(axi.rvalid, 1)
+            ctx.set(axi.rid, rid)
+            ctx.set(axi.rdata, data)
+            ctx.set(axi.rresp, resp)
+            ctx.set(axi.rlast, last)
+        else:
+            ctx.set(axi.rvalid, 0)
+        if self.b_cur is None and self.b_q and self.b_q[0][0] <= now:
+            self.b_cur = self.b_q.pop(0)
+        if self.b_cur is not None:
+            ctx.set(axi.bvalid, 1)
+            ctx.set(axi.bid, self.b_cur[1])
+            ctx.set(axi.bresp, self.b_cur[2])
+        else:
+            ctx.set(axi.bvalid, 0)
+
+        # ---- sample the master; these are the handshakes at the coming edge
+        if ctx.get(axi.arvalid) and arready:
+            a = (ctx.get(axi.arid), ctx.get(axi.araddr), ctx.get(axi.arlen))
+            self._check_burst("AR", a[1], a[2], ctx.get(axi.arsize), ctx.get(axi.arburst))
+            self.ar_log.append((now,) + a)
+            self.pending_r.append([now + 1 + rng.randint(*self.lat), a[0], a[1], a[2] + 1])
+            self.max_r_in_flight = max(self.max_r_in_flight, len({p[1] for p in self.pending_r}))
+        if self.r_cur is not None and ctx.get(axi.rready):
+            self.r_cur = None
+        if ctx.get(axi.awvalid) and awready:
+            a = (ctx.get(axi.awid), ctx.get(axi.awaddr), ctx.get(axi.awlen))
+            self._check_burst("AW", a[1], a[2], ctx.get(axi.awsize), ctx.get(axi.awburst))
+            self.aw_log.append((now,) + a)
+            self.aw_q.append(list(a))
+        if ctx.get(axi.wvalid) and wready:
+            self.w_q.append((ctx.get(axi.wdata), ctx.get(axi.wstrb), ctx.get(axi.wlast)))
+        if self.b_cur is not None and ctx.get(axi.bready):
+            self.b_cur = None
+        # A write burst completes once its address and all its data are here.
+        while self.aw_q and len(self.w_q) >= self.aw_q[0][2] + 1:
+            wid, addr, length = self.aw_q.pop(0)
+            beats, self.w_q = self.w_q[:length + 1], self.w_q[length + 1:]
+            resp = 0
+            for k, (data, strb, last) in enumerate(beats):
+                if last != (k == length):
+                    self.errors.append(f"wlast {last} on beat {k} of {length + 1}")
+                if strb != (1 << self.beat) - 1:
+                    self.errors.append(f"wstrb {strb:#x}")
+                a = addr + k * self.beat
+                r = self._resp(self.wr_err, a)
+                resp = max(resp, r)
+                if r == 0:
+                    self.mem[a:a + self.beat] = data.to_bytes(self.beat, "little")
+            self.b_q.append((now + 1 + rng.randint(*self.lat), wid, resp))
+
+
+class Sram:
+    """Row-addressed synchronous SRAM; data holds while en is low."""
+
+    def __init__(self, rows, row_bytes, rng):
+        self.row_bytes = row_bytes
+        self.rows = [rng.randrange(1 << (8 * row_bytes)) for _ in range(rows)]
+        self.rd_data = 0
+        self.writes = 0
+
+    async def step(self, ctx, wr, rd):
+        ctx.set(rd.data, self.rd_data)
+        if ctx.get(wr.en):
+            self.rows[ctx.get(wr.addr)] = ctx.get(wr.data)
+            self.writes += 1
+        if ctx.get(rd.en):
+            self.rd_data = self.rows[ctx.get(rd.addr)]
+
+
+def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, seed=7):
+    """Run LOAD/STORE instructions (each queue in order) and fetch requests.
+
+    Returns a dict with the SRAMs, per-instruction (opcode, accept cycle, done
+    cycle), fetch responses, the unit errors and the byte counters.
+    """
+    rng = random.Random(seed)
+    dut = DmaEngine(cfg)
+    spad = Sram(cfg.spad_rows, cfg.spad_row_bytes, rng)
+    acc = Sram(cfg.acc_rows, cfg.acc_row_bytes, rng)
+    spad0, acc0 = list(spad.rows), list(acc.rows)
+    res = {"spad": spad, "acc": acc, "spad0": spad0, "acc0": acc0, "timeline": [],
+           "fetched": [], "load_error": 0, "store_error": 0, "bytes_read": 0,
+           "bytes_written": 0, "cycles": 0}
+    queues = {Opcode.LOAD: [i for i in instrs if i[0] == Opcode.LOAD],
+              Opcode.STORE: [i for i in instrs if i[0] == Opcode.STORE]}
+
+    async def tb(ctx):
+        units = {Opcode.LOAD: dut.load, Opcode.STORE: dut.store}
+        pos = {op: 0 for op in units}
+        waiting = {op: [] for op in units}   # accepted, not done
+        fpos = 0
+        for now in range(max_cycles):
+            await slave.step(ctx, dut, now)
+            for op, unit in units.items():
+                q = queues[op]
+                if pos[op] < len(q):
+                    kw = dict(q[pos[op]][1])
+                    ctx.set(unit.instr.payload.as_value(), encode(op, **kw))
+                    ctx.set(unit.instr.valid, 1)
+                else:
+                    ctx.set(unit.instr.valid, 0)
+            ctx.set(dut.fetch.req.valid, fpos < len(fetches))
+            if fpos < len(fetches):
+                ctx.set(dut.fetch.req.payload.addr, fetches[fpos])
+            ctx.set(dut.fetch.resp.ready, rng.random() < fetch_p_ready)
+            await spad.step(ctx, dut.spad_wr, dut.spad_rd)
+            await acc.step(ctx, dut.acc_wr, dut.acc_rd)
+            res["bytes_read"] += ctx.get(dut.bytes_read_inc)
+            res["bytes_written"] += ctx.get(dut.bytes_written_inc)
+            for op, unit in units.items():
+                if ctx.get(unit.done):
+                    rec = waiting[op].pop(0)
+                    rec[3] = now
+                if ctx.get(unit.instr.valid) and ctx.get(unit.instr.ready):
+                    rec = [op, queues[op][pos[op]][1], now, None]
+                    res["timeline"].append(rec)
+                    waiting[op].append(rec)
+                    pos[op] += 1
+            if ctx.get(dut.fetch.req.valid) and ctx.get(dut.fetch.req.ready):
+                fpos += 1
+            if ctx.get(dut.fetch.resp.valid) and ctx.get(dut.fetch.resp.ready):
+                res["fetched"].append((ctx.get(dut.fetch.resp.payload.word),
+                                       ctx.get(dut.fetch.resp.payload.error)))
+            res["load_error"] = ctx.get(dut.load.error)
+            res["store_error"] = ctx.get(dut.store.error)
+            busy = ctx.get(dut.load.busy) or ctx.get(dut.store.busy)
+            all_issued = all(pos[op] == len(queues[op]) for op in units)
+            if (all_issued and not busy and not any(waiting.values())
+                    and len(res["fetched"]) == len(fetches)):
+                res["cycles"] = now
+                # Idle a few cycles to catch stray writes.
+                for _ in range(4):
+                    await ctx.tick()
+                    await spad.step(ctx, dut.spad_wr, dut.spad_rd)
+                    await acc.step(ctx, dut.acc_wr, dut.acc_rd)
+                return
+            if res["load_error"] or res["store_error"]:
+                if not busy and all(not waiting[op] or ctx.get(units[op].error) for op in units):
+                    res["cycles"] = now
+                    return
+            await ctx.tick()
+        raise AssertionError(f"timeout after {max_cycles} cycles: {res['timeline']}")
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return res
+
+
+# ----------------------------------------------------------------- reference
+def expect_load(cfg, sram_rows, dram, f):
+    rb = cfg.spad_row_bytes if f["mem"] == Mem.SPAD else cfg.acc_row_bytes
+    rows = list(sram_rows)
+    for r in range(f["rows"]):
+        for c in range(f["chunks"]):
+            a = f["dram_addr"] + r * f["dram_stride"] + c * rb
+            rows[f["sram_addr"] + c * f["sram_chunk_stride"] + r] = int.from_bytes(dram[a:a + rb], "little")
+    return rows
+
+
+def expect_store(cfg, sram_rows, dram, f):
+    rb = cfg.spad_row_bytes if f["mem"] == Mem.SPAD else cfg.acc_row_bytes
+    dram = bytearray(dram)
+    for r in range(f["rows"]):
+        for c in range(f["chunks"]):
+            a = f["dram_addr"] + r * f["dram_stride"] + c * rb
+            dram[a:a + rb] = sram_rows[f["sram_addr"] + c * f["sram_chunk_stride"] + r].to_bytes(rb, "little")
+    return dram
+
+
+def dma(mem, dram_addr, dram_stride, rows, chunks, sram_addr, sram_chunk_stride):
+    return dict(mem=mem, dram_addr=dram_addr, dram_stride=dram_stride, rows=rows, chunks=chunks,
+                sram_addr=sram_addr, sram_chunk_stride=sram_chunk_stride)
+
+
+def check_clean(slave):
+    assert slave.errors == [], slave.errors
+
+
+# --------------------------------------------------------------------- tests
+LOADS = [
+    dma(Mem.SPAD, 0x100, 0x40, 5, 3, 10, 8),       # strided, chunks
+    dma(Mem.ACC, 0x2000, 0x30, 3, 2, 4, 5),        # acc: 4 beats per row on tiny
+    dma(Mem.SPAD, 0x3F0, 0x0C, 4, 3, 100, 4),      # contiguous rows (stride = chunks*rb), crosses 4 KiB? no
+    dma(Mem.ACC, 0x0FE0, 0x20, 4, 2, 200, 4),      # contiguous, crosses 4 KiB
+]
+
+
+@pytest.mark.parametrize("timing", ["ideal", "random", "reorder"])
+def test_loads(timing):
+    params = {"ideal": {}, "random": dict(lat=(0, 12), p_ready=0.6, p_rvalid=0.7),
+              "reorder": dict(lat=(0, 20), p_ready=0.8, p_rvalid=0.8, reorder=True)}[timing]
+    slave = Slave(TINY, seed=3, **params)
+    dram = bytes(slave.mem)
+    res = run(TINY, [(Opcode.LOAD, f) for f in LOADS], slave)
+    check_clean(slave)
+    spad, acc = res["spad0"], res["acc0"]
+    for f in LOADS:
+        if f["mem"] == Mem.SPAD:
+            spad = expect_load(TINY, spad, dram, f)
+        else:
+            acc = expect_load(TINY, acc, dram, f)
+    assert res["spad"].rows == spad
+    assert res["acc"].rows == acc
+    assert all(t[3] is not None for t in res["timeline"])
+    assert res["load_error"] == 0
+    total = sum(f["rows"] * f["chunks"] * (TINY.spad_row_bytes if f["mem"] == Mem.SPAD
+                                           else TINY.acc_row_bytes) for f in LOADS)
+    assert res["bytes_read"] == total
+
+
+@pytest.mark.parametrize("timing", ["ideal", "random"])
+def test_stores(timing):
+    params = {"ideal": {}, "random": dict(lat=(0, 10), p_ready=0.5)}[timing]
+    stores = [
+        dma(Mem.SPAD, 0x100, 0x40, 5, 3, 10, 8),
+        dma(Mem.ACC, 0x2000, 0x30, 3, 2, 4, 5),
+        dma(Mem.ACC, 0x0FE0, 0x20, 4, 2, 200, 4),   # contiguous, crosses 4 KiB
+        dma(Mem.SPAD, 0x1FF8, 0x04, 9, 1, 0, 0),    # contiguous spad rows, crosses 4 KiB
+    ]
+    slave = Slave(TINY, seed=5, **params)
+    dram = bytes(slave.mem)
+    res = run(TINY, [(Opcode.STORE, f) for f in stores], slave)
+    check_clean(slave)
+    for f in stores:
+        dram = expect_store(TINY, res["spad0"] if f["mem"] == Mem.SPAD else res["acc0"], dram, f)
+    assert bytes(slave.mem) == bytes(dram)
+    assert res["spad"].rows == res["spad0"] and res["acc"].rows == res["acc0"]
+    assert res["bytes_written"] == sum(f["rows"] * f["chunks"] * (4 if f["mem"] == Mem.SPAD else 16)
+                                       for f in stores)
+
+
+def test_bursts_split_at_4k_and_merge_contiguous_rows():
+    # 40 contiguous spad rows of 4 bytes from 0xFE0: 8 beats to the boundary, then 16 + 16.
+    f = dma(Mem.SPAD, 0x0FE0, 4, 40, 1, 0, 0)
+    slave = Slave(TINY)
+    res = run(TINY, [(Opcode.LOAD, f)], slave)
+    check_clean(slave)
+    assert [(a[2], a[3] + 1) for a in slave.ar_log] == [(0xFE0, 8), (0x1000, 16), (0x1040, 16)]
+    # Not contiguous: one burst per DRAM row (3 chunks of 4 bytes = 3 beats).
+    f = dma(Mem.SPAD, 0x100, 0x20, 3, 3, 0, 3)
+    slave = Slave(TINY)
+    run(TINY, [(Opcode.LOAD, f)], slave)
+    assert [(a[2], a[3] + 1) for a in slave.aw_log + slave.ar_log] == [(0x100, 3), (0x120, 3), (0x140, 3)]
+    # Store side uses the same planner.
+    f = dma(Mem.ACC, 0x0FF0, 16, 3, 1, 0, 0)
+    slave = Slave(TINY)
+    run(TINY, [(Opcode.STORE, f)], slave)
+    check_clean(slave)
+    assert [(a[2], a[3] + 1) for a in slave.aw_log] == [(0xFF0, 4), (0x1000, 8)]
+
+
+def test_several_outstanding_reads_with_distinct_ids():
+    f = dma(Mem.SPAD, 0x0, 4, 128, 1, 0, 0)
+    slave = Slave(TINY, lat=(20, 20))
+    res = run(TINY, [(Opcode.LOAD, f)], slave)
+    check_clean(slave)
+    assert slave.max_r_in_flight == TINY.dma_max_outstanding
+    assert {a[1] for a in slave.ar_log} == set(range(1, TINY.dma_max_outstanding + 1))
+
+
+def test_load_throughput_one_beat_per_cycle():
+    """A long contiguous LOAD moves one beat per cycle once the pipeline is full."""
+    cfg = TINY.replace(dma_max_outstanding=4)
+    for lat in (0, 8):
+        n = 256
+        slave = Slave(cfg, lat=(lat, lat))
+        res = run(cfg, [(Opcode.LOAD, dma(Mem.SPAD, 0, 4, n, 1, 0, 0))], slave)
+        _, _, start, done = res["timeline"][0]
+        cycles = done - start
+        print(f"LOAD {n} beats, latency {lat}: {cycles} cycles")
+        assert cycles <= n + lat + 12
+
+
+def test_fetch_interleaved_with_loads():
+    from flashnpu.sw.isa import INSTR_BYTES
+    slave = Slave(TINY, seed=9, lat=(0, 6), p_ready=0.7, reorder=True)
+    addrs = [0x4000 + INSTR_BYTES * k for k in range(12)]
+    loads = [dma(Mem.SPAD, 0x100, 4, 60, 1, 0, 0), dma(Mem.ACC, 0x800, 16, 20, 1, 0, 0)]
+    res = run(TINY, [(Opcode.LOAD, f) for f in loads], slave, fetches=addrs, fetch_p_ready=0.5)
+    check_clean(slave)
+    assert [w for w, e in res["fetched"]] == [
+        int.from_bytes(slave.mem[a:a + INSTR_BYTES], "little") for a in addrs]
+    assert not any(e for w, e in res["fetched"])
+    spad = expect_load(TINY, res["spad0"], bytes(slave.mem), loads[0])
+    assert res["spad"].rows == spad
+    assert {a[1] for a in slave.ar_log if a[2] >= 0x4000} == {0}
+
+
+def test_fetch_error_flag():
+    slave = Slave(TINY, rd_err=[(0x4020, 0x4040, 2), (0x4040, 0x4044, 3)])
+    res = run(TINY, [], slave, fetches=[0x4000, 0x4020, 0x4040, 0x4060])
+    assert [e for w, e in res["fetched"]] == [0, 1, 1, 0]
+
+
+@pytest.mark.parametrize("resp,code", [(2, ErrorCode.AXI_SLVERR), (3, ErrorCode.AXI_DECERR)])
+def test_load_error(resp, code):
+    f = dma(Mem.SPAD, 0x100, 4, 64, 1, 0, 0)
+    slave = Slave(TINY, lat=(0, 5), p_rvalid=0.8, rd_err=[(0x140, 0x144, resp)])
+    res = run(TINY, [(Opcode.LOAD, f)], slave)
+    assert res["load_error"] == code
+    assert res["timeline"][0][3] is None            # no done
+    # Never the bad beat's data, and nothing after it.
+    assert res["spad"].rows[16] == res["spad0"][16]
+    assert all(res["spad"].rows[r] == res["spad0"][r] for r in range(16, 64))
+    assert not slave.pending_r                      # every requested beat was drained
+
+
+@pytest.mark.parametrize("resp,code", [(2, ErrorCode.AXI_SLVERR), (3, ErrorCode.AXI_DECERR)])
+def test_store_error(resp, code):
+    f = dma(Mem.ACC, 0x100, 16, 20, 1, 0, 0)
+    slave = Slave(TINY, lat=(0, 5), p_ready=0.7, wr_err=[(0x180, 0x184, resp)])
+    res = run(TINY, [(Opcode.STORE, f)], slave)
+    assert res["store_error"] == code
+    assert res["timeline"][0][3] is None
+    assert not slave.b_q and slave.b_cur is None
+
+
+def test_wide_beat_config():
+    """16x16 array, 128-bit beats: spad rows are one beat, acc rows four."""
+    cfg = load_config("default")
+    slave = Slave(cfg, seed=2, lat=(0, 8), p_ready=0.7, reorder=True)
+    dram = bytes(slave.mem)
+    loads = [dma(Mem.SPAD, 0x0F00, 0x20, 6, 2, 3, 7), dma(Mem.ACC, 0x2000, 0x100, 3, 2, 1, 9)]
+    res = run(cfg, [(Opcode.LOAD, f) for f in loads], slave, fetches=[0x6000, 0x6020])
+    check_clean(slave)
+    assert res["spad"].rows == expect_load(cfg, res["spad0"], dram, loads[0])
+    assert res["acc"].rows == expect_load(cfg, res["acc0"], dram, loads[1])
+    assert [w for w, e in res["fetched"]] == [int.from_bytes(dram[a:a + 32], "little")
+                                              for a in (0x6000, 0x6020)]
