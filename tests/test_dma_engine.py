@@ -427,3 +427,101 @@ def test_wide_beat_config():
     assert res["acc"].rows == expect_load(cfg, res["acc0"], dram, loads[1])
     assert [w for w, e in res["fetched"]] == [int.from_bytes(dram[a:a + 32], "little")
                                               for a in (0x6000, 0x6020)]
+
+
+# ------------------------------------------------------------ cycle model
+# The executable form of the cycle model in docs/dma.md, for an ideal slave:
+# arready, awready, wready always high; a read burst whose AR handshake is in
+# cycle h has its first beat on R from cycle h + 1 + lat, then one beat per
+# cycle, bursts in AR order; a write burst whose last W handshake is in cycle w
+# has its B in cycle w + 1 + lat.
+def plan_bursts(cfg, f):
+    """(addr, beats) of every burst, as the DMA engine cuts them."""
+    rb = cfg.spad_row_bytes if f["mem"] == Mem.SPAD else cfg.acc_row_bytes
+    beat = cfg.dma_beat_bytes
+    row_bytes = f["chunks"] * rb
+    if f["dram_stride"] == row_bytes:
+        segs = [(f["dram_addr"], f["rows"] * row_bytes // beat)]
+    else:
+        segs = [(f["dram_addr"] + r * f["dram_stride"], row_bytes // beat) for r in range(f["rows"])]
+    out = []
+    for addr, left in segs:
+        while left:
+            n = min(left, cfg.dma_burst_len, (4096 - addr % 4096) // beat)
+            out.append((addr % (1 << 32), n))
+            addr += n * beat
+            left -= n
+    return out
+
+
+def model_load_cycles(cfg, f, lat):
+    """Cycles from the cycle a LOAD is accepted to the cycle of its done pulse."""
+    bursts = plan_bursts(cfg, f)
+    n_slots = cfg.dma_max_outstanding
+    a_prev, s_prev, len_prev = None, None, 0
+    free = []                          # F_i: cycle the slot of burst i is retired
+    for i, (_, n) in enumerate(bursts):
+        a = 2 if i == 0 else a_prev + 1
+        if i >= n_slots:
+            a = max(a, free[i - n_slots] + 1)
+        s = a + 2 + lat if i == 0 else max(a + 2 + lat, s_prev + len_prev)
+        free.append(s + n + 1)
+        a_prev, s_prev, len_prev = a, s, n
+    return s_prev + len_prev - 1 + 4
+
+
+def model_store_cycles(cfg, f, lat):
+    """Cycles from the cycle a STORE is accepted to the cycle of its done pulse."""
+    beats = sum(n for _, n in plan_bursts(cfg, f))
+    return beats + 9 + lat
+
+
+CYCLE_CASES = [
+    dma(Mem.SPAD, 0, 4, 200, 1, 0, 0),             # contiguous, long bursts
+    dma(Mem.ACC, 0x0FC0, 16, 30, 1, 0, 0),         # contiguous across 4 KiB
+    dma(Mem.SPAD, 0x100, 0x20, 12, 3, 0, 12),      # 3-beat bursts: slot-limited
+    dma(Mem.ACC, 0x100, 0x100, 6, 2, 0, 6),        # 8-beat bursts
+    dma(Mem.SPAD, 0x100, 0x8, 10, 1, 0, 0),        # 1-beat bursts
+]
+
+
+@pytest.mark.parametrize("lat", [0, 3, 20])
+def test_cycle_model_exact(lat):
+    for f in CYCLE_CASES:
+        slave = Slave(TINY, lat=(lat, lat))
+        res = run(TINY, [(Opcode.LOAD, f), (Opcode.STORE, f)], slave)
+        check_clean(slave)
+        assert [(a[2], a[3] + 1) for a in slave.ar_log] == plan_bursts(TINY, f)
+        assert [(a[2], a[3] + 1) for a in slave.aw_log] == plan_bursts(TINY, f)
+        (_, _, la, ld), (_, _, sa, sd) = res["timeline"]
+        assert (ld - la, sd - sa) == (model_load_cycles(TINY, f, lat), model_store_cycles(TINY, f, lat)), f
+
+
+def test_back_to_back_loads_accept_on_done_cycle():
+    fs = [dma(Mem.SPAD, 0x100 * k, 4, 20, 1, 0, 0) for k in range(3)]
+    slave = Slave(TINY, lat=(2, 2))
+    res = run(TINY, [(Opcode.LOAD, f) for f in fs], slave)
+    tl = res["timeline"]
+    for prev, nxt in zip(tl, tl[1:]):
+        assert nxt[2] == prev[3]
+    for t, f in zip(tl, fs):
+        assert t[3] - t[2] == model_load_cycles(TINY, f, 2)
+
+
+def test_planner_random_against_reference():
+    rng = random.Random(11)
+    for _ in range(6):
+        mem = rng.choice([Mem.SPAD, Mem.ACC])
+        rb = 4 if mem == Mem.SPAD else 16
+        chunks = rng.randint(1, 3)
+        stride = rng.choice([chunks * rb, 4 * rng.randint(1, 40)])
+        f = dma(mem, 4 * rng.randrange(0x3F00 // 4), stride, rng.randint(1, 6), chunks,
+                rng.randrange(64), rng.randint(0, 10))
+        slave = Slave(TINY, seed=rng.randrange(99), lat=(0, 9), p_ready=0.6, reorder=True)
+        dram = bytes(slave.mem)
+        res = run(TINY, [(Opcode.LOAD, f)], slave)
+        check_clean(slave)
+        assert [(a[2], a[3] + 1) for a in slave.ar_log] == plan_bursts(TINY, f)
+        rows = res["spad0"] if mem == Mem.SPAD else res["acc0"]
+        got = res["spad"].rows if mem == Mem.SPAD else res["acc"].rows
+        assert got == expect_load(TINY, rows, dram, f), f
