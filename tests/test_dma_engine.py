@@ -63,6 +63,8 @@ class Slave:
     async def step(self, ctx, dut, now):
         axi = dut.m_axi
         rng = self.rng
+        outs = [getattr(axi, n) for n, mb in axi.signature.members.items() if mb.flow.name == "Out"]
+        before = [ctx.get(s) for s in outs]
         # ---- drive this cycle's slave outputs
         arready = rng.random() < self.p_ready
         awready = rng.random() < self.p_ready
@@ -111,6 +113,8 @@ class Slave:
         else:
             ctx.set(axi.bvalid, 0)
 
+        # No combinational path from an AXI input to an AXI output.
+        assert [ctx.get(s) for s in outs] == before
         # ---- sample the master; these are the handshakes at the coming edge
         if ctx.get(axi.arvalid) and arready:
             a = (ctx.get(axi.arid), ctx.get(axi.araddr), ctx.get(axi.arlen))

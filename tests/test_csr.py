@@ -1,0 +1,241 @@
+"""ControlRegisters in Amaranth's simulator, driven by an AXI4-Lite master helper."""
+
+import random
+
+from amaranth.sim import Simulator
+
+from flashnpu.hw.csr import ControlRegisters, counter_layout
+from flashnpu.sw.config import load_config
+from flashnpu.sw.isa import ErrorCode
+from flashnpu.sw.regmap import (COUNTERS, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG,
+                                REGISTERS, STATUS_BUSY, STATUS_DONE, STATUS_ERROR, STATUS_CODE_SHIFT)
+
+TINY = load_config("tiny")
+
+
+class Master:
+    """AXI4-Lite master for a testbench; random delays before ready on B and R."""
+
+    def __init__(self, ctx, bus, seed=0):
+        self.ctx, self.bus, self.rng = ctx, bus, random.Random(seed)
+        self.outs = [getattr(bus, n) for n, mb in bus.signature.members.items()
+                     if mb.flow.name == "Out"]
+
+    def set(self, signal, value):
+        """Drive a master output; no slave output may follow it combinationally."""
+        before = [self.ctx.get(s) for s in self.outs]
+        self.ctx.set(signal, value)
+        assert [self.ctx.get(s) for s in self.outs] == before
+
+    async def _handshake(self, ready):
+        while True:
+            taken = self.ctx.get(ready)
+            await self.ctx.tick()
+            if taken:
+                return
+
+    async def write(self, addr, value, strb=0xF):
+        ctx, bus = self.ctx, self.bus
+        self.set(bus.awaddr, addr)
+        self.set(bus.wdata, value)
+        self.set(bus.wstrb, strb)
+        self.set(bus.awvalid, 1)
+        self.set(bus.wvalid, 1)
+        await self._handshake(bus.awready)
+        assert ctx.get(bus.wready) == 0          # W was taken with AW
+        self.set(bus.awvalid, 0)
+        self.set(bus.wvalid, 0)
+        while not ctx.get(bus.bvalid):
+            await ctx.tick()
+        for _ in range(self.rng.randint(0, 2)):   # B must hold until bready
+            await ctx.tick()
+            assert ctx.get(bus.bvalid)
+        resp = ctx.get(bus.bresp)
+        self.set(bus.bready, 1)
+        await ctx.tick()
+        self.set(bus.bready, 0)
+        return resp
+
+    async def read(self, addr, with_resp=False):
+        ctx, bus = self.ctx, self.bus
+        self.set(bus.araddr, addr)
+        self.set(bus.arvalid, 1)
+        await self._handshake(bus.arready)
+        self.set(bus.arvalid, 0)
+        while not ctx.get(bus.rvalid):
+            await ctx.tick()
+        for _ in range(self.rng.randint(0, 2)):
+            await ctx.tick()
+            assert ctx.get(bus.rvalid)
+        value, resp = ctx.get(bus.rdata), ctx.get(bus.rresp)
+        self.set(bus.rready, 1)
+        await ctx.tick()
+        self.set(bus.rready, 0)
+        return (value, resp) if with_resp else value
+
+
+def simulate(body, cfg=TINY):
+    dut = ControlRegisters(cfg)
+    pulses = {"start": [], "soft_reset": []}
+    cycle = [0]
+
+    async def monitor(ctx):
+        async for clk_edge, rst, start, soft in ctx.tick().sample(dut.start, dut.soft_reset):
+            cycle[0] += 1
+            if start:
+                pulses["start"].append(cycle[0])
+            if soft:
+                pulses["soft_reset"].append(cycle[0])
+
+    async def tb(ctx):
+        await body(ctx, dut, Master(ctx, dut.s_axil), pulses)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_process(monitor)
+    sim.add_testbench(tb)
+    sim.run()
+    return dut
+
+
+def test_reset_values_of_every_register():
+    cfg = TINY
+
+    async def body(ctx, dut, bus, pulses):
+        expect = {
+            "ID": NPU_ID,
+            "CONFIG": cfg.dim | ((cfg.dma_beat_bytes.bit_length() - 1) << 8) | (cfg.queue_depth << 16),
+        }
+        for reg in REGISTERS:
+            value, resp = await bus.read(reg.offset, with_resp=True)
+            assert resp == 0
+            assert value == expect.get(reg.name, 0), reg.name
+        # Unknown addresses read 0 with OKAY and ignore writes.
+        assert await bus.read(0xFC, with_resp=True) == (0, 0)
+        assert await bus.write(0xFC, 0xFFFFFFFF) == 0
+        assert await bus.write(REG["ID"], 0) == 0
+        assert await bus.read(REG["ID"]) == NPU_ID
+        assert pulses["start"] == [] and pulses["soft_reset"] == []
+
+    simulate(body)
+
+
+def test_prog_addr_byte_strobes():
+    async def body(ctx, dut, bus, pulses):
+        await bus.write(REG["PROG_ADDR"], 0x12345678)
+        assert await bus.read(REG["PROG_ADDR"]) == 0x12345678
+        assert ctx.get(dut.prog_addr) == 0x12345678
+        await bus.write(REG["PROG_ADDR"], 0xAABBCCDD, strb=0b0101)
+        assert await bus.read(REG["PROG_ADDR"]) == 0x12BB56DD
+
+    simulate(body)
+
+
+def test_start_done_error_handshake_and_cycle_counter():
+    async def body(ctx, dut, bus, pulses):
+        await bus.write(REG["PROG_ADDR"], 0x1000)
+        await bus.write(REG["CONTROL"], CONTROL_START)
+        assert len(pulses["start"]) == 1
+        # The sequencer raises busy the cycle after start, for 37 cycles.
+        ctx.set(dut.busy, 1)
+        assert await bus.read(REG["STATUS"]) == STATUS_BUSY
+        await bus.write(REG["CONTROL"], CONTROL_START)       # ignored while busy
+        assert len(pulses["start"]) == 1
+        # Count the cycles busy is high ourselves.
+        busy_cycles = 0
+        for _ in range(37):
+            busy_cycles += 1
+            await ctx.tick()
+        ctx.set(dut.busy, 0)
+        ctx.set(dut.done, 1)
+        assert await bus.read(REG["STATUS"]) == STATUS_DONE
+        cycles = await bus.read(REG["CYCLES_LO"])
+        assert await bus.read(REG["CYCLES_HI"]) == 0
+        assert cycles == ctx.get(dut.counters["CYCLES"])
+        assert cycles > busy_cycles                       # plus the reads above, while busy
+        # An error: level from the sequencer.
+        ctx.set(dut.done, 0)
+        ctx.set(dut.error_code, ErrorCode.AXI_DECERR)
+        ctx.set(dut.error_pc, 7)
+        assert await bus.read(REG["STATUS"]) == STATUS_ERROR | (ErrorCode.AXI_DECERR << STATUS_CODE_SHIFT)
+        assert await bus.read(REG["ERROR_PC"]) == 7
+        # A new start clears the counters.
+        ctx.set(dut.error_code, 0)
+        await bus.write(REG["CONTROL"], CONTROL_START)
+        assert len(pulses["start"]) == 2
+        assert await bus.read(REG["CYCLES_LO"]) == 0
+
+    simulate(body)
+
+
+def test_start_pulse_is_one_cycle_after_the_write():
+    async def body(ctx, dut, bus, pulses):
+        ctx.set(dut.s_axil.awaddr, REG["CONTROL"])
+        ctx.set(dut.s_axil.wdata, CONTROL_START)
+        ctx.set(dut.s_axil.wstrb, 0xF)
+        ctx.set(dut.s_axil.awvalid, 1)
+        ctx.set(dut.s_axil.wvalid, 1)
+        ctx.set(dut.s_axil.bready, 1)
+        seen = []
+        for t in range(6):
+            seen.append((ctx.get(dut.s_axil.awready), ctx.get(dut.start), ctx.get(dut.s_axil.bvalid)))
+            taken = ctx.get(dut.s_axil.awready)
+            await ctx.tick()
+            if taken:
+                ctx.set(dut.s_axil.awvalid, 0)
+                ctx.set(dut.s_axil.wvalid, 0)
+        # cycle 0: offered; 1: taken; 2: start pulse and B; then idle.
+        assert seen == [(0, 0, 0), (1, 0, 0), (0, 1, 1), (0, 0, 0), (0, 0, 0), (0, 0, 0)]
+
+    simulate(body)
+
+
+def test_soft_reset_clears_counters_keeps_prog_addr():
+    async def body(ctx, dut, bus, pulses):
+        await bus.write(REG["PROG_ADDR"], 0xABC0)
+        ctx.set(dut.count.instructions, 1)
+        ctx.set(dut.count.bytes_read, 4)
+        for _ in range(10):
+            await ctx.tick()
+        ctx.set(dut.count.instructions, 0)
+        ctx.set(dut.count.bytes_read, 0)
+        assert await bus.read(REG["INSTRUCTIONS_LO"]) == 10
+        assert await bus.read(REG["BYTES_READ_LO"]) == 40
+        await bus.write(REG["CONTROL"], CONTROL_SOFT_RESET)
+        assert len(pulses["soft_reset"]) == 1
+        for name, _ in COUNTERS:
+            assert await bus.read(REG[f"{name}_LO"]) == 0
+        assert await bus.read(REG["PROG_ADDR"]) == 0xABC0
+
+    simulate(body)
+
+
+def test_every_counter_has_an_input():
+    layout = counter_layout(TINY)
+    names = {name for name, _ in layout}
+    assert names == {name.lower() for name, _ in COUNTERS} - {"cycles"}
+    assert layout["bytes_read"].shape.width >= TINY.dma_beat_bytes.bit_length()
+
+
+def test_counter_latching_across_32_bit_boundary():
+    async def body(ctx, dut, bus, pulses):
+        ctx.set(dut.busy, 1)
+        ctx.set(dut.counters["CYCLES"], (1 << 32) - 6)
+        await ctx.tick()
+        lo = await bus.read(REG["CYCLES_LO"])
+        # Several cycles pass and the live counter crosses 2**32 before _HI is read.
+        for _ in range(10):
+            await ctx.tick()
+        assert ctx.get(dut.counters["CYCLES"]) >> 32 == 1
+        hi = await bus.read(REG["CYCLES_HI"])
+        assert (hi, lo >> 28) == (0, 0xF)                   # the high half that went with lo
+        lo2 = await bus.read(REG["CYCLES_LO"])
+        hi2 = await bus.read(REG["CYCLES_HI"])
+        assert hi2 == 1 and (hi2 << 32 | lo2) > (hi << 32 | lo)
+        # Each counter has its own latch: reading another _LO does not disturb it.
+        ctx.set(dut.counters["BYTES_WRITTEN"], 5 << 32 | 9)
+        await bus.read(REG["BYTES_WRITTEN_LO"])
+        await bus.read(REG["CYCLES_LO"])
+        assert await bus.read(REG["BYTES_WRITTEN_HI"]) == 5
+
+    simulate(body)
