@@ -223,6 +223,10 @@ def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, 
             if ctx.get(dut.fetch.resp.valid) and ctx.get(dut.fetch.resp.ready):
                 res["fetched"].append((ctx.get(dut.fetch.resp.payload.word),
                                        ctx.get(dut.fetch.resp.payload.error)))
+            if ctx.get(dut.fetch.resp.valid):
+                res.setdefault("fetch_valid_cycles", []).append(now)
+            if ctx.get(dut.fetch.req.valid) and ctx.get(dut.fetch.req.ready):
+                res.setdefault("fetch_req_cycles", []).append(now)
             res["load_error"] = ctx.get(dut.load.error)
             res["store_error"] = ctx.get(dut.store.error)
             busy = ctx.get(dut.load.busy) or ctx.get(dut.store.busy)
@@ -529,3 +533,26 @@ def test_planner_random_against_reference():
         rows = res["spad0"] if mem == Mem.SPAD else res["acc0"]
         got = res["spad"].rows if mem == Mem.SPAD else res["acc"].rows
         assert got == expect_load(TINY, rows, dram, f), f
+
+
+@pytest.mark.parametrize("name,lat", [("tiny", 0), ("tiny", 5), ("default", 3)])
+def test_fetch_latency(name, lat):
+    cfg = load_config(name)
+    slave = Slave(cfg, lat=(lat, lat))
+    res = run(cfg, [], slave, fetches=[0x200])
+    (req,) = res["fetch_req_cycles"]
+    assert res["fetch_valid_cycles"][0] - req == lat + max(1, 32 // cfg.dma_beat_bytes) + 3
+
+
+def test_beat_wider_than_an_instruction():
+    """512-bit beats: a fetch reads one beat and keeps the right 32 bytes."""
+    cfg = TINY.replace(array_rows=64, array_cols=64, vector_lanes=64, spad_rows=256, acc_rows=128,
+                       dma_data_bits=512, dma_burst_len=8)
+    slave = Slave(cfg, seed=4, lat=(0, 4), p_ready=0.8, reorder=True)
+    dram = bytes(slave.mem)
+    addrs = [0x1000, 0x1060, 0x1020, 0x1040]
+    loads = [dma(Mem.ACC, 0x0E00, 0x100, 2, 2, 5, 3), dma(Mem.SPAD, 0x2000, 0x40, 12, 1, 0, 0)]
+    res = run(cfg, [(Opcode.LOAD, f) for f in loads] + [(Opcode.STORE, loads[1])], slave, fetches=addrs)
+    check_clean(slave)
+    assert [w for w, e in res["fetched"]] == [int.from_bytes(dram[a:a + 32], "little") for a in addrs]
+    assert res["acc"].rows == expect_load(cfg, res["acc0"], dram, loads[0])
