@@ -5,10 +5,10 @@ handling and the cycle model.
 """
 
 from amaranth import *
-from amaranth.lib import fifo, memory, wiring
+from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.sw.isa import INSTR_BYTES, ErrorCode, Mem
+from flashnpu.sw.isa import DMA_LAYOUT, INSTR_BYTES, ErrorCode, Mem
 from flashnpu.hw.axi import AXI4Signature, BURST_INCR
 from flashnpu.hw.signatures import (ERROR_SHAPE, FetchSignature, SramReadSignature,
                                     SramWriteSignature, UnitSignature)
@@ -259,18 +259,30 @@ class DmaEngine(wiring.Component):
         # ------------------------------------------------------------ LOAD unit
         ld = self.load
         ld_p = ld.instr.payload.body.dma
-        ld_active = Signal()
+        # LOADs are pipelined: the planner takes the next instruction as soon as it
+        # has issued every burst of the previous one; the SRAM side finds each
+        # instruction's parameters in ld_q, in order. Every instruction in ld_q
+        # but the one being planned holds at least one read slot, so
+        # n_slots + 1 entries never fill up.
+        ld_inflight = Signal(range(n_slots + 3))
         ld_err = Signal(ERROR_SHAPE)
         ld_mem = Signal()
         ld_done = Signal()
-        m.d.comb += [ld.instr.ready.eq(~ld_active & (ld_err == 0)),
-                     ld.busy.eq(ld_active), ld.error.eq(ld_err), ld.done.eq(ld_done)]
-        ld_start = Signal()
-        m.d.comb += ld_start.eq(ld.instr.valid & ld.instr.ready)
-
         rplan = m.submodules.rplan = _BurstPlanner(
             beat_bytes=beat, burst_len=burst_len,
             spad_row_bytes=cfg.spad_row_bytes, acc_row_bytes=cfg.acc_row_bytes)
+        sram_fields = ("mem", "sram_addr", "sram_chunk_stride", "rows", "chunks")
+        ld_q_layout = data.StructLayout({f: DMA_LAYOUT[f].shape for f in sram_fields})
+        ld_q = m.submodules.ld_q = fifo.SyncFIFO(width=ld_q_layout.size, depth=n_slots + 1)
+        m.d.comb += [ld.instr.ready.eq(~rplan.busy & ld_q.w_rdy & (ld_err == 0)),
+                     ld.busy.eq(ld_inflight != 0), ld.error.eq(ld_err), ld.done.eq(ld_done)]
+        ld_start = Signal()
+        m.d.comb += ld_start.eq(ld.instr.valid & ld.instr.ready)
+        ld_q_in = Signal(ld_q_layout)
+        ld_q_out = Signal(ld_q_layout)
+        m.d.comb += [*(getattr(ld_q_in, f).eq(getattr(ld_p, f)) for f in sram_fields),
+                     ld_q.w_en.eq(ld_start), ld_q.w_data.eq(ld_q_in),
+                     ld_q_out.eq(ld_q.r_data)]
         m.d.comb += [rplan.start.eq(ld_start), rplan.mem.eq(ld_p.mem),
                      rplan.dram_addr.eq(ld_p.dram_addr), rplan.dram_stride.eq(ld_p.dram_stride),
                      rplan.rows.eq(ld_p.rows), rplan.chunks.eq(ld_p.chunks)]
@@ -386,11 +398,10 @@ class DmaEngine(wiring.Component):
         lw.elaborate_into(m)
         row_buf = Signal(dim * 32)
         m.d.sync += [self.spad_wr.en.eq(0), self.acc_wr.en.eq(0), ld_done.eq(0)]
-        with m.If(ld_start):
-            m.d.sync += [ld_active.eq(1), ld_mem.eq(ld_p.mem)]
-            lw.init(m, sub_max=Mux(ld_p.mem, bpr[Mem.ACC] - 1, bpr[Mem.SPAD] - 1),
-                    sram_addr=ld_p.sram_addr, stride=ld_p.sram_chunk_stride,
-                    rows=ld_p.rows, chunks=ld_p.chunks)
+        lw_loaded = Signal()
+        ld_final = Signal()
+        m.d.comb += ld_final.eq(t1_valid & lw.final)
+        m.d.sync += ld_inflight.eq(ld_inflight + ld_start - ld_final)
         with m.If(t1_valid):
             if sub_bits:
                 m.d.sync += row_buf.word_select(lw.sub, bb).eq(rob_r.data)
@@ -406,10 +417,20 @@ class DmaEngine(wiring.Component):
                     self.acc_wr.data.eq(acc_row),
                 ]
                 with m.If(lw.final):
-                    m.d.sync += [ld_done.eq(ok), ld_active.eq(0)]
+                    m.d.sync += ld_done.eq(ok)
+        # The walker takes the next instruction's parameters when it is idle or
+        # finishing one (a beat needs at least 6 cycles from accept to here).
+        with m.If(~lw_loaded | ld_final):
+            m.d.sync += lw_loaded.eq(ld_q.r_rdy)
+            with m.If(ld_q.r_rdy):
+                m.d.comb += ld_q.r_en.eq(1)
+                m.d.sync += ld_mem.eq(ld_q_out.mem)
+                lw.init(m, sub_max=Mux(ld_q_out.mem, bpr[Mem.ACC] - 1, bpr[Mem.SPAD] - 1),
+                        sram_addr=ld_q_out.sram_addr, stride=ld_q_out.sram_chunk_stride,
+                        rows=ld_q_out.rows, chunks=ld_q_out.chunks)
         # After an error: stop issuing, let every requested beat arrive, then go idle.
-        with m.If(ld_active & (ld_err != 0) & ~any_busy):
-            m.d.sync += ld_active.eq(0)
+        with m.If((ld_err != 0) & ~any_busy):
+            m.d.sync += ld_inflight.eq(0)
             m.d.comb += rplan.abort.eq(1)
 
         # =========================================================== WRITE side
