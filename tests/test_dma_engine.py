@@ -586,3 +586,15 @@ def test_beat_wider_than_an_instruction():
     check_clean(slave)
     assert [w for w, e in res["fetched"]] == [int.from_bytes(dram[a:a + 32], "little") for a in addrs]
     assert res["acc"].rows == expect_load(cfg, res["acc0"], dram, loads[0])
+
+
+def test_load_error_while_pipelined():
+    """An error in the second of two queued LOADs: reported, drained, its rows untouched."""
+    fs = [dma(Mem.SPAD, 0x100, 4, 40, 1, 0, 0), dma(Mem.SPAD, 0x400, 4, 40, 1, 100, 0)]
+    slave = Slave(TINY, seed=6, lat=(0, 6), p_rvalid=0.8, reorder=True,
+                  rd_err=[(0x404, 0x408, 3)])
+    res = run(TINY, [(Opcode.LOAD, f) for f in fs], slave)
+    assert res["load_error"] == ErrorCode.AXI_DECERR
+    assert res["timeline"][1][3] is None
+    assert all(res["spad"].rows[r] == res["spad0"][r] for r in range(101, 140))
+    assert not slave.pending_r
