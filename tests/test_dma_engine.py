@@ -169,9 +169,10 @@ class Sram:
             self.rd_data = self.rows[ctx.get(rd.addr)]
 
 
-def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, seed=7):
+def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, seed=7, serial=False):
     """Run LOAD/STORE instructions (each queue in order) and fetch requests.
 
+    ``serial``: offer an instruction only once the previous one of its queue is done.
     Returns a dict with the SRAMs, per-instruction (opcode, accept cycle, done
     cycle), fetch responses, the unit errors and the byte counters.
     """
@@ -195,7 +196,7 @@ def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, 
             await slave.step(ctx, dut, now)
             for op, unit in units.items():
                 q = queues[op]
-                if pos[op] < len(q):
+                if pos[op] < len(q) and not (serial and waiting[op]):
                     kw = dict(q[pos[op]][1])
                     ctx.set(unit.instr.payload.as_value(), encode(op, **kw))
                     ctx.set(unit.instr.valid, 1)
@@ -598,3 +599,12 @@ def test_load_error_while_pipelined():
     assert res["timeline"][1][3] is None
     assert all(res["spad"].rows[r] == res["spad0"][r] for r in range(101, 140))
     assert not slave.pending_r
+
+
+def test_serial_loads_of_growing_size():
+    """LOADs offered one at a time (each after the previous done) take the single-LOAD time."""
+    fs = [dma(Mem.SPAD, 0, 4, n, 1, 0, 0) for n in (1, 16, 64, 256)]
+    slave = Slave(TINY)
+    res = run(TINY, [(Opcode.LOAD, f) for f in fs], slave, serial=True)
+    check_clean(slave)
+    assert [t[3] - t[2] for t in res["timeline"]] == [model_load_cycles(TINY, f, 0) for f in fs]
