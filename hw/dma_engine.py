@@ -186,10 +186,12 @@ class DmaEngine(wiring.Component):
         Writes use ID 0. ``rready`` and ``bready`` are always high; every other
         output is a register.
     load, store : In(UnitSignature)
-        The LOAD and STORE units, as the sequencer sees them. ``instr`` is
-        taken when the unit is idle; ``done`` pulses once the last SRAM row is
-        written (LOAD) or the last write response has arrived (STORE);
-        ``error`` holds an ErrorCode until reset.
+        The LOAD and STORE units, as the sequencer sees them. A LOAD is taken
+        as soon as the previous one has issued all its bursts (LOADs overlap);
+        a STORE when the STORE unit is idle. ``done`` pulses once per
+        instruction, in order, when its last SRAM row is written (LOAD) or its
+        last write response has arrived (STORE); ``error`` holds an ErrorCode
+        until reset, and a unit with an error takes no more instructions.
     fetch : In(FetchSignature)
         32-byte instruction reads, in order, up to ``fetch_depth`` in flight.
     spad_wr, acc_wr : Out(SramWriteSignature)
@@ -441,7 +443,7 @@ class DmaEngine(wiring.Component):
         st_mem = Signal()
         st_done = Signal()
         st_prod_done = Signal()
-        b_out = Signal(16)     # bursts whose AW is issued and whose B has not arrived
+        b_out = Signal(32)     # bursts whose AW is issued and whose B has not arrived
         m.d.comb += [st.instr.ready.eq(~st_active & (st_err == 0)),
                      st.busy.eq(st_active), st.error.eq(st_err), st.done.eq(st_done)]
         st_start = Signal()
