@@ -31,7 +31,8 @@ class _BurstPlanner(Elaboratable):
     A burst never crosses a 4 KiB boundary, never exceeds ``burst_len`` beats and
     never spans two DRAM rows unless the rows are contiguous
     (``dram_stride == chunks * row_bytes``), in which case the whole transfer is
-    one segment and bursts run across rows. ``abort`` stops it.
+    one segment and bursts run across rows. ``last`` marks the transfer's
+    last burst. ``abort`` stops it.
     """
 
     def __init__(self, *, beat_bytes, burst_len, spad_row_bytes, acc_row_bytes):
@@ -51,6 +52,7 @@ class _BurstPlanner(Elaboratable):
         self.addr = Signal(32)
         self.len = Signal(range(burst_len + 1))
         self.take = Signal()
+        self.last = Signal()
         self.busy = Signal()
 
     def elaborate(self, platform):
@@ -79,6 +81,7 @@ class _BurstPlanner(Elaboratable):
         m.d.comb += [
             self.valid.eq(run),
             self.len.eq(Mux(seg_left < cap, seg_left, cap)),
+            self.last.eq(run & (seg_left == self.len) & (rows_left == 0)),
         ]
 
         with m.If(self.start):
@@ -436,35 +439,52 @@ class DmaEngine(wiring.Component):
             m.d.comb += rplan.abort.eq(1)
 
         # =========================================================== WRITE side
+        # STOREs are pipelined like LOADs: the write planner takes the next one
+        # once it has issued every AW of the previous one. The W producer finds
+        # each STORE's SRAM parameters in st_q, and the B side the number of
+        # bursts of each STORE in st_nb, both in order. An instruction waiting
+        # in st_q (but the one being planned) holds a wlen entry, so
+        # wlen depth + 2 entries never fill up.
         st = self.store
         st_p = st.instr.payload.body.dma
-        st_active = Signal()
+        wlen_depth = 4
+        st_inflight = Signal(range(wlen_depth + 4))
         st_err = Signal(ERROR_SHAPE)
         st_mem = Signal()
         st_done = Signal()
-        st_prod_done = Signal()
         b_out = Signal(32)     # bursts whose AW is issued and whose B has not arrived
-        m.d.comb += [st.instr.ready.eq(~st_active & (st_err == 0)),
-                     st.busy.eq(st_active), st.error.eq(st_err), st.done.eq(st_done)]
-        st_start = Signal()
-        m.d.comb += st_start.eq(st.instr.valid & st.instr.ready)
-
         wplan = m.submodules.wplan = _BurstPlanner(
             beat_bytes=beat, burst_len=burst_len,
             spad_row_bytes=cfg.spad_row_bytes, acc_row_bytes=cfg.acc_row_bytes)
+        st_q = m.submodules.st_q = fifo.SyncFIFO(width=ld_q_layout.size, depth=wlen_depth + 2)
+        st_nb = m.submodules.st_nb = fifo.SyncFIFO(width=32, depth=wlen_depth + 2)
+        m.d.comb += [st.instr.ready.eq(~wplan.busy & st_q.w_rdy & st_nb.w_rdy & (st_err == 0)),
+                     st.busy.eq(st_inflight != 0), st.error.eq(st_err), st.done.eq(st_done)]
+        st_start = Signal()
+        m.d.comb += st_start.eq(st.instr.valid & st.instr.ready)
+        st_q_in = Signal(ld_q_layout)
+        st_q_out = Signal(ld_q_layout)
+        m.d.comb += [*(getattr(st_q_in, f).eq(getattr(st_p, f)) for f in sram_fields),
+                     st_q.w_en.eq(st_start), st_q.w_data.eq(st_q_in), st_q_out.eq(st_q.r_data)]
         m.d.comb += [wplan.start.eq(st_start), wplan.mem.eq(st_p.mem),
                      wplan.dram_addr.eq(st_p.dram_addr), wplan.dram_stride.eq(st_p.dram_stride),
                      wplan.rows.eq(st_p.rows), wplan.chunks.eq(st_p.chunks)]
 
         # AW: each burst's length also goes to the W side, which sets wlast from it.
-        wlen = m.submodules.wlen = fifo.SyncFIFO(width=8, depth=4)
+        wlen = m.submodules.wlen = fifo.SyncFIFO(width=8, depth=wlen_depth)
         aw_take = Signal()
+        aw_count = Signal(32)  # AWs of the STORE being planned
         with m.If(~axi.awvalid | axi.awready):
             with m.If(wplan.valid & wlen.w_rdy & (st_err == 0)):
                 m.d.comb += [aw_take.eq(1), wplan.take.eq(1),
                              wlen.w_en.eq(1), wlen.w_data.eq(wplan.len - 1)]
                 m.d.sync += [axi.awvalid.eq(1), axi.awaddr.eq(wplan.addr),
                              axi.awlen.eq(wplan.len - 1)]
+                with m.If(wplan.last):
+                    m.d.comb += [st_nb.w_en.eq(1), st_nb.w_data.eq(aw_count + 1)]
+                    m.d.sync += aw_count.eq(0)
+                with m.Else():
+                    m.d.sync += aw_count.eq(aw_count + 1)
             with m.Else():
                 m.d.sync += axi.awvalid.eq(0)
 
@@ -473,31 +493,35 @@ class DmaEngine(wiring.Component):
         wbuf = m.submodules.wbuf = fifo.SyncFIFO(width=bb + 1, depth=wdepth)
         sw = _RowWalker("st", sub_bits=sub_bits)
         sw.elaborate_into(m)
+        sw_loaded = Signal()
         bcnt = Signal(8)
         p1_valid = Signal()
         p1_sub = Signal(max(sub_bits, 1))
+        p1_mem = Signal()
         p1_last = Signal()
         p0_go = Signal()
-        m.d.comb += p0_go.eq(st_active & ~st_prod_done & wlen.r_rdy & (wbuf.level + p1_valid < wdepth))
+        m.d.comb += p0_go.eq(sw_loaded & wlen.r_rdy & (wbuf.level + p1_valid < wdepth))
         m.d.comb += [self.spad_rd.addr.eq(sw.cur), self.acc_rd.addr.eq(sw.cur)]
         m.d.sync += p1_valid.eq(p0_go)
-        with m.If(st_start):
-            m.d.sync += [st_active.eq(1), st_mem.eq(st_p.mem), st_prod_done.eq(0), bcnt.eq(0)]
-            sw.init(m, sub_max=Mux(st_p.mem, bpr[Mem.ACC] - 1, bpr[Mem.SPAD] - 1),
-                    sram_addr=st_p.sram_addr, stride=st_p.sram_chunk_stride,
-                    rows=st_p.rows, chunks=st_p.chunks)
         with m.If(p0_go):
             with m.If(sw.sub == 0):
                 m.d.comb += [self.spad_rd.en.eq(~st_mem), self.acc_rd.en.eq(st_mem)]
-            m.d.sync += [p1_sub.eq(sw.sub), p1_last.eq(bcnt == wlen.r_data)]
+            m.d.sync += [p1_sub.eq(sw.sub), p1_mem.eq(st_mem), p1_last.eq(bcnt == wlen.r_data)]
             with m.If(bcnt == wlen.r_data):
                 m.d.comb += wlen.r_en.eq(1)
                 m.d.sync += bcnt.eq(0)
             with m.Else():
                 m.d.sync += bcnt.eq(bcnt + 1)
             sw.step(m)
-            with m.If(sw.final):
-                m.d.sync += st_prod_done.eq(1)
+        # The walker takes the next STORE's parameters when idle or on its last beat.
+        with m.If(~sw_loaded | (p0_go & sw.final)):
+            m.d.sync += sw_loaded.eq(st_q.r_rdy)
+            with m.If(st_q.r_rdy):
+                m.d.comb += st_q.r_en.eq(1)
+                m.d.sync += st_mem.eq(st_q_out.mem)
+                sw.init(m, sub_max=Mux(st_q_out.mem, bpr[Mem.ACC] - 1, bpr[Mem.SPAD] - 1),
+                        sram_addr=st_q_out.sram_addr, stride=st_q_out.sram_chunk_stride,
+                        rows=st_q_out.rows, chunks=st_q_out.chunks)
 
         # Stage 1: the SRAM row is on the read port (it holds while en is low); pick the beat.
         def pick(data, n):
@@ -505,7 +529,7 @@ class DmaEngine(wiring.Component):
                 return data
             return data.word_select(p1_sub[:_log2(n)], bb)
         m.d.comb += [wbuf.w_en.eq(p1_valid),
-                     wbuf.w_data.eq(Cat(Mux(st_mem, pick(self.acc_rd.data, bpr[Mem.ACC]),
+                     wbuf.w_data.eq(Cat(Mux(p1_mem, pick(self.acc_rd.data, bpr[Mem.ACC]),
                                             pick(self.spad_rd.data, bpr[Mem.SPAD])), p1_last))]
 
         # W channel register.
@@ -515,22 +539,22 @@ class DmaEngine(wiring.Component):
                          axi.wlast.eq(wbuf.r_data[bb])]
         m.d.comb += self.bytes_written_inc.eq(Mux(axi.wvalid & axi.wready, beat, 0))
 
-        # B responses, registered.
+        # B responses, registered; a STORE is done when its last burst's B is in.
         bq_valid = Signal()
         bq_resp = Signal(2)
         m.d.sync += [bq_valid.eq(axi.bvalid), bq_resp.eq(axi.bresp)]
         m.d.sync += b_out.eq(b_out + aw_take - bq_valid)
         with m.If(bq_valid & (st_err == 0) & bq_resp[1]):
             m.d.sync += st_err.eq(_resp_error(bq_resp))
-
-        m.d.sync += st_done.eq(0)
-        with m.If(st_active & ~st_start):
-            with m.If(st_err == 0):
-                with m.If(st_prod_done & ~wplan.busy & (b_out == 0) & ~bq_valid & ~aw_take):
-                    m.d.sync += [st_done.eq(1), st_active.eq(0)]
-            with m.Else():
-                # After an error: no new AW; finish the bursts already announced, then go idle.
-                with m.If((b_out == 0) & ~bq_valid & ~wlen.r_rdy & ~axi.awvalid):
-                    m.d.sync += st_active.eq(0)
-                    m.d.comb += wplan.abort.eq(1)
+        b_count = Signal(32)   # B responses of the oldest STORE not done
+        st_final = Signal()
+        m.d.comb += st_final.eq(st_nb.r_rdy & (b_count == st_nb.r_data))
+        m.d.comb += st_nb.r_en.eq(st_final)
+        m.d.sync += [b_count.eq(Mux(st_final, 0, b_count) + bq_valid),
+                     st_done.eq(st_final & (st_err == 0)),
+                     st_inflight.eq(st_inflight + st_start - st_final)]
+        # After an error: no new AW; finish the bursts already announced, then go idle.
+        with m.If((st_err != 0) & (b_out == 0) & ~bq_valid & ~wlen.r_rdy & ~axi.awvalid):
+            m.d.sync += st_inflight.eq(0)
+            m.d.comb += wplan.abort.eq(1)
         return m

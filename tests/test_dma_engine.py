@@ -498,10 +498,42 @@ def model_load_cycles(cfg, f, lat):
     return done - accept
 
 
+def model_store_sequence(cfg, fs, lat, offered=None, wlen_depth=4):
+    """(accept, done) cycles of STOREs offered back to back (STORE k from cycle offered[k]).
+
+    AW takes one burst per cycle while the 4-entry burst-length FIFO has
+    room; an entry leaves it when the W producer handles the burst's last
+    beat; the producer handles one beat per cycle, three cycles before its W.
+    """
+    offered = offered or [0] * len(fs)
+    out = []
+    aw, pop, b_cyc = [], [], []           # per burst: AW take, producer's last beat, B
+    p_prev = None                         # producer cycle of the previous beat
+    t = 0
+    for k, f in enumerate(fs):
+        accept = t = max(t, offered[k])
+        for i, (_, n) in enumerate(plan_bursts(cfg, f)):
+            a = accept + 2 if i == 0 else aw[-1] + 1
+            g = len(aw)
+            if g >= wlen_depth:
+                a = max(a, pop[g - wlen_depth] + 1)
+            aw.append(a)
+            p_first = a + 1 if p_prev is None else max(p_prev + 1, a + 1)
+            p_prev = p_first + n - 1
+            pop.append(p_prev)
+            b = p_prev + 3 + 1 + lat
+            if b_cyc:
+                b = max(b, b_cyc[-1] + 1)
+            b_cyc.append(b)
+        out.append((accept, b_cyc[-1] + 3))
+        t = aw[-1] + 1
+    return out
+
+
 def model_store_cycles(cfg, f, lat):
-    """Cycles from the cycle a STORE is accepted to the cycle of its done pulse."""
-    beats = sum(n for _, n in plan_bursts(cfg, f))
-    return beats + 9 + lat
+    """Cycles from the cycle a STORE is accepted to the cycle of its done pulse (STORE unit idle)."""
+    (accept, done), = model_store_sequence(cfg, [f], lat)
+    return done - accept
 
 
 CYCLE_CASES = [
@@ -608,3 +640,33 @@ def test_serial_loads_of_growing_size():
     res = run(TINY, [(Opcode.LOAD, f) for f in fs], slave, serial=True)
     check_clean(slave)
     assert [t[3] - t[2] for t in res["timeline"]] == [model_load_cycles(TINY, f, 0) for f in fs]
+
+
+@pytest.mark.parametrize("lat", [0, 2, 20])
+def test_back_to_back_stores_overlap(lat):
+    fs = [dma(Mem.SPAD, 0x100 * k, 4, 20, 1, 0, 0) for k in range(3)] + [
+        dma(Mem.ACC, 0x1000, 0x40, 3, 2, 0, 3), dma(Mem.SPAD, 0x2000, 4, 1, 1, 7, 0),
+        dma(Mem.SPAD, 0x3000, 0x10, 5, 1, 9, 0), dma(Mem.ACC, 0x4000, 16, 40, 1, 20, 0)]
+    slave = Slave(TINY, lat=(lat, lat))
+    dram = bytes(slave.mem)
+    res = run(TINY, [(Opcode.STORE, f) for f in fs], slave)
+    check_clean(slave)
+    for f in fs:
+        dram = expect_store(TINY, res["spad0"] if f["mem"] == Mem.SPAD else res["acc0"], dram, f)
+    assert bytes(slave.mem) == bytes(dram)
+    assert [(t[2], t[3]) for t in res["timeline"]] == model_store_sequence(TINY, fs, lat)
+    total = sum(n for f in fs for _, n in plan_bursts(TINY, f))
+    print(f"lat {lat}: {len(fs)} STOREs, {total} beats, {res['timeline'][-1][3]} cycles")
+
+
+def test_stores_random_timing_queue():
+    fs = [dma(Mem.SPAD, 0x100 * k, 4, 20, 1, 0, 0) for k in range(3)] + [
+        dma(Mem.ACC, 0x0FC0, 0x40, 3, 2, 0, 3), dma(Mem.SPAD, 0x2000, 4, 1, 1, 7, 0)]
+    slave = Slave(TINY, seed=8, lat=(0, 9), p_ready=0.5)
+    dram = bytes(slave.mem)
+    res = run(TINY, [(Opcode.STORE, f) for f in fs], slave)
+    check_clean(slave)
+    for f in fs:
+        dram = expect_store(TINY, res["spad0"] if f["mem"] == Mem.SPAD else res["acc0"], dram, f)
+    assert bytes(slave.mem) == bytes(dram)
+    assert all(t[3] is not None for t in res["timeline"])
