@@ -14,6 +14,7 @@ from amaranth.sim import Simulator
 from flashnpu.hw.dma_engine import DmaEngine
 from flashnpu.sw.config import load_config
 from flashnpu.sw.isa import ErrorCode, Mem, Opcode, encode
+from flashnpu.sw.perfmodel import LoadModel, StoreModel, plan_bursts
 
 TINY = load_config("tiny")
 
@@ -444,52 +445,11 @@ def test_wide_beat_config():
 # cycle h has its first beat on R from cycle h + 1 + lat, then one beat per
 # cycle, bursts in AR order; a write burst whose last W handshake is in cycle w
 # has its B in cycle w + 1 + lat.
-def plan_bursts(cfg, f):
-    """(addr, beats) of every burst, as the DMA engine cuts them."""
-    rb = cfg.spad_row_bytes if f["mem"] == Mem.SPAD else cfg.acc_row_bytes
-    beat = cfg.dma_beat_bytes
-    row_bytes = f["chunks"] * rb
-    if f["dram_stride"] == row_bytes:
-        segs = [(f["dram_addr"], f["rows"] * row_bytes // beat)]
-    else:
-        segs = [(f["dram_addr"] + r * f["dram_stride"], row_bytes // beat) for r in range(f["rows"])]
-    out = []
-    for addr, left in segs:
-        while left:
-            n = min(left, cfg.dma_burst_len, (4096 - addr % 4096) // beat)
-            out.append((addr % (1 << 32), n))
-            addr += n * beat
-            left -= n
-    return out
-
-
 def model_load_sequence(cfg, fs, lat, offered=None):
-    """(accept, done) cycles of LOADs offered back to back (instruction k from cycle offered[k]).
-
-    The planner takes the next LOAD the cycle after it has issued the last
-    burst of the previous one; bursts of all LOADs share the read slots and
-    the R channel in order.
-    """
+    """(accept, done) cycles of LOADs offered back to back (the model lives in sw/perfmodel.py)."""
     offered = offered or [0] * len(fs)
-    n_slots = cfg.dma_max_outstanding
-    out, free = [], []
-    a_prev = s_prev = None
-    len_prev = 0
-    t = 0
-    for k, f in enumerate(fs):
-        t = max(t, offered[k])
-        accept = t
-        for i, (_, n) in enumerate(plan_bursts(cfg, f)):
-            a = accept + 2 if i == 0 else a_prev + 1
-            g = len(free)
-            if g >= n_slots:
-                a = max(a, free[g - n_slots] + 1)
-            s = a + 2 + lat if s_prev is None else max(a + 2 + lat, s_prev + len_prev)
-            free.append(s + n + 1)
-            a_prev, s_prev, len_prev = a, s, n
-        out.append((accept, s_prev + len_prev - 1 + 4))
-        t = a_prev + 1
-    return out
+    m = LoadModel(cfg, lat)
+    return [m.issue(o, f) for o, f in zip(offered, fs)]
 
 
 def model_load_cycles(cfg, f, lat):
@@ -498,36 +458,11 @@ def model_load_cycles(cfg, f, lat):
     return done - accept
 
 
-def model_store_sequence(cfg, fs, lat, offered=None, wlen_depth=4):
-    """(accept, done) cycles of STOREs offered back to back (STORE k from cycle offered[k]).
-
-    AW takes one burst per cycle while the 4-entry burst-length FIFO has
-    room; an entry leaves it when the W producer handles the burst's last
-    beat; the producer handles one beat per cycle, three cycles before its W.
-    """
+def model_store_sequence(cfg, fs, lat, offered=None):
+    """(accept, done) cycles of STOREs offered back to back (the model lives in sw/perfmodel.py)."""
     offered = offered or [0] * len(fs)
-    out = []
-    aw, pop, b_cyc = [], [], []           # per burst: AW take, producer's last beat, B
-    p_prev = None                         # producer cycle of the previous beat
-    t = 0
-    for k, f in enumerate(fs):
-        accept = t = max(t, offered[k])
-        for i, (_, n) in enumerate(plan_bursts(cfg, f)):
-            a = accept + 2 if i == 0 else aw[-1] + 1
-            g = len(aw)
-            if g >= wlen_depth:
-                a = max(a, pop[g - wlen_depth] + 1)
-            aw.append(a)
-            p_first = a + 1 if p_prev is None else max(p_prev + 1, a + 1)
-            p_prev = p_first + n - 1
-            pop.append(p_prev)
-            b = p_prev + 3 + 1 + lat
-            if b_cyc:
-                b = max(b, b_cyc[-1] + 1)
-            b_cyc.append(b)
-        out.append((accept, b_cyc[-1] + 3))
-        t = aw[-1] + 1
-    return out
+    m = StoreModel(cfg, lat)
+    return [m.issue(o, f) for o, f in zip(offered, fs)]
 
 
 def model_store_cycles(cfg, f, lat):
