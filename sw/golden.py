@@ -1,0 +1,367 @@
+"""The bit-exact golden model of the NPU, at the ISA level.
+
+It executes a program in program order, one instruction at a time, exactly as
+``docs/architecture.md`` ("Instruction semantics", "Checks") defines it; a
+program whose tokens pass ``sw/tokens.py`` gives the same result on the
+hardware, whose queues run concurrently. Every fixed-point operation comes from
+``sw/numerics.py``; each instruction is one or a few vectorized numpy
+operations.
+
+Where the semantics leave an order open because an instruction's own writes
+alias (the compiler never emits such programs, but the model must be
+deterministic), the model executes the loops of ``docs/architecture.md``
+sequentially in the written nesting order: LOAD/STORE ``r`` outer, ``c``
+inner; MATMUL ``nb`` outer, ``kc`` inner; VECTOR row ``i`` outer, block ``b``
+inner. The last write wins, and a read sees earlier writes of the same
+instruction. (Pipelined hardware may differ on such aliasing programs.)
+
+DRAM addresses are not wrapped: any byte at or beyond the end of the image is
+an ``AXI_DECERR`` (the RTL's AXI address has ``axi_addr_bits``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from flashnpu.sw.asm import decode_word
+from flashnpu.sw.config import NPUConfig, load_config
+from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
+from flashnpu.sw.numerics import (
+    NEG_INF, RECIP_MULT_LIMIT, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant, wrap32,
+)
+
+__all__ = ["NpuError", "GoldenResult", "GoldenNPU", "check", "check_fields", "COUNTS"]
+
+
+class NpuError(Exception):
+    """The NPU stopped with an error: ``code`` (ErrorCode) at instruction index ``pc``."""
+
+    def __init__(self, code: ErrorCode, pc: int, detail: str = ""):
+        self.code = ErrorCode(code)
+        self.pc = pc
+        self.detail = detail
+        super().__init__(f"{self.code.name} at pc {pc}" + (f": {detail}" if detail else ""))
+
+
+@dataclass
+class GoldenResult:
+    """What a run leaves: the DRAM image (a copy), instructions executed (HALT included), the trace."""
+    dram: np.ndarray
+    instructions: int
+    trace: list | None = None
+
+
+#: Fields that must be at least 1 (check 4), per opcode.
+COUNTS = {
+    Opcode.LOAD: ("rows", "chunks"),
+    Opcode.STORE: ("rows", "chunks"),
+    Opcode.MATMUL: ("m_rows", "k_chunks", "n_blocks"),
+    Opcode.VECTOR: ("rows", "blocks"),
+}
+
+_ACC_FUNCTS = frozenset(VectorFunct) - {VectorFunct.INIT, VectorFunct.RECIP}
+_SPAD_FUNCTS = frozenset({VectorFunct.EXP, VectorFunct.OUTPUT, VectorFunct.REQUANT})
+_FUNCTS = {int(f): f for f in VectorFunct}
+
+
+def check_fields(f: dict, config: NPUConfig) -> tuple[ErrorCode, str]:
+    """Checks 1-6 of ``docs/architecture.md`` on decoded fields: ``(code, reason)``, ``NONE`` if legal."""
+    op = f["opcode"]
+    if not isinstance(op, Opcode):
+        return ErrorCode.ILLEGAL_OPCODE, f"opcode {op:#x} is not an Opcode"
+    wait, signal = f["wait"], f["signal"]
+    if op == Opcode.HALT:
+        if wait or signal:
+            return ErrorCode.BAD_TOKEN_MASK, f"HALT has wait={wait:#x} signal={signal:#x}"
+        return ErrorCode.NONE, ""
+    q = OPCODE_QUEUE[op]
+    if (wait | signal) >> q & 1:
+        return ErrorCode.BAD_TOKEN_MASK, f"wait={wait:#x}/signal={signal:#x} names its own queue {q.name}"
+    funct = None
+    if op == Opcode.VECTOR:
+        funct = _FUNCTS.get(f["funct"])
+        if funct is None:
+            return ErrorCode.ILLEGAL_FUNCT, f"funct {f['funct']} is not a VectorFunct"
+    for name in COUNTS[op]:
+        if f[name] == 0:
+            return ErrorCode.BAD_FIELD, f"field '{name}' = 0: must be >= 1"
+    if funct == VectorFunct.RECIP and f["mult"] >= RECIP_MULT_LIMIT:
+        return ErrorCode.BAD_FIELD, f"RECIP field 'mult' = {f['mult']}: must be < {RECIP_MULT_LIMIT}"
+    dim = config.dim
+    if op in (Opcode.LOAD, Opcode.STORE):
+        beat = config.dma_beat_bytes
+        for name in ("dram_addr", "dram_stride"):
+            if f[name] % beat:
+                return ErrorCode.DMA_MISALIGNED, f"field '{name}' = {f[name]:#x}: not a multiple of the {beat}-byte beat"
+        last = f["sram_addr"] + (f["chunks"] - 1) * f["sram_chunk_stride"] + f["rows"] - 1
+        if f["mem"] == Mem.SPAD and last >= config.spad_rows:
+            return ErrorCode.SPAD_RANGE, f"last row {last} >= spad_rows {config.spad_rows}"
+        if f["mem"] == Mem.ACC and last >= config.acc_rows:
+            return ErrorCode.ACC_RANGE, f"last row {last} >= acc_rows {config.acc_rows}"
+    elif op == Opcode.MATMUL:
+        a_last = f["a_addr"] + (f["k_chunks"] - 1) * f["a_kstride"] + f["m_rows"] - 1
+        if a_last >= config.spad_rows:
+            return ErrorCode.SPAD_RANGE, f"A last row {a_last} >= spad_rows {config.spad_rows}"
+        w_last = (f["w_addr"] + (f["k_chunks"] - 1) * f["w_kstride"]
+                  + (f["n_blocks"] - 1) * f["w_nstride"] + dim - 1)
+        if w_last >= config.spad_rows:
+            return ErrorCode.SPAD_RANGE, f"W last row {w_last} >= spad_rows {config.spad_rows}"
+        o_last = f["out_addr"] + (f["n_blocks"] - 1) * f["out_nstride"] + f["m_rows"] - 1
+        if o_last >= config.acc_rows:
+            return ErrorCode.ACC_RANGE, f"out last row {o_last} >= acc_rows {config.acc_rows}"
+    elif op == Opcode.VECTOR:
+        s_last = f["state_addr"] + f["rows"] - 1
+        if s_last >= config.vector_state_rows:
+            return ErrorCode.STATE_RANGE, f"state last row {s_last} >= vector_state_rows {config.vector_state_rows}"
+        if funct in _ACC_FUNCTS:
+            a_last = f["acc_addr"] + (f["blocks"] - 1) * f["acc_block_stride"] + f["rows"] - 1
+            if a_last >= config.acc_rows:
+                return ErrorCode.ACC_RANGE, f"acc last row {a_last} >= acc_rows {config.acc_rows}"
+        if funct in _SPAD_FUNCTS:
+            p_last = f["spad_addr"] + (f["blocks"] - 1) * f["spad_block_stride"] + f["rows"] - 1
+            if p_last >= config.spad_rows:
+                return ErrorCode.SPAD_RANGE, f"spad last row {p_last} >= spad_rows {config.spad_rows}"
+    return ErrorCode.NONE, ""
+
+
+def check(word: int, config: NPUConfig) -> ErrorCode:
+    """Checks 1-6 of ``docs/architecture.md`` (static, first failure wins) on one instruction word."""
+    return check_fields(decode_word(word), load_config(config))[0]
+
+
+def _has_dup(idx: np.ndarray) -> bool:
+    return idx.size > 1 and np.unique(idx).size != idx.size
+
+
+class GoldenNPU:
+    """The NPU's architectural state and an executor of its instructions.
+
+    Parameters
+    ----------
+    config : NPUConfig or config name
+
+    Members
+    -------
+    spad : np.ndarray, int8 [spad_rows, dim]
+    acc : np.ndarray, int64 holding INT32 values [acc_rows, dim]
+    M, L, F : np.ndarray, int64 [vector_state_rows]
+        The vector unit's per-row state (running max, running sum, factor).
+    tokens : dict (src Queue, dst Queue) -> int
+        The dependency-token counters.
+    dram : np.ndarray, uint8
+        The DRAM image that LOAD/STORE use (set by :meth:`run`).
+
+    Memories and state start at zero and persist across :meth:`run` calls (as
+    SRAM does); :meth:`run` starts with all token counters at zero.
+    """
+
+    def __init__(self, config):
+        self.config = load_config(config)
+        c = self.config
+        self.dim = c.dim
+        self.spad = np.zeros((c.spad_rows, c.dim), dtype=np.int8)
+        self.acc = np.zeros((c.acc_rows, c.dim), dtype=np.int64)
+        self.M = np.zeros(c.vector_state_rows, dtype=np.int64)
+        self.L = np.zeros(c.vector_state_rows, dtype=np.int64)
+        self.F = np.zeros(c.vector_state_rows, dtype=np.int64)
+        self.tokens = {(s, d): 0 for s in Queue for d in Queue if s != d}
+        self.token_max = (1 << c.token_bits) - 1
+        self.dram = np.zeros(0, dtype=np.uint8)
+        self.halted = False
+
+    def reset(self):
+        """Zero every memory, the vector state and the token counters."""
+        self.__init__(self.config)
+
+    # ---------------------------------------------------------------- run
+    def run(self, dram: np.ndarray, prog_addr: int, max_instructions: int = 10_000_000,
+            trace: bool = False) -> GoldenResult:
+        """Run the program at byte ``prog_addr`` of ``dram`` until HALT; raise :class:`NpuError` on an error.
+
+        ``dram`` is not modified; the result holds the new image. With
+        ``trace``, the result lists every executed instruction's decoded
+        fields (with its ``pc``).
+        """
+        dram = np.asarray(dram)
+        if dram.dtype != np.uint8 or dram.ndim != 1:
+            raise ValueError(f"dram must be a 1-D uint8 array, got {dram.dtype} of shape {dram.shape}")
+        prog_addr = int(prog_addr)
+        if prog_addr < 0 or prog_addr % INSTR_BYTES:
+            raise ValueError(f"prog_addr = {prog_addr:#x}: must be a non-negative multiple of {INSTR_BYTES}")
+        self.dram = dram.copy()
+        for k in self.tokens:
+            self.tokens[k] = 0
+        self.halted = False
+        log = [] if trace else None
+        pc = 0
+        while not self.halted:
+            if pc >= max_instructions:
+                raise RuntimeError(f"max_instructions = {max_instructions} reached without HALT")
+            a = prog_addr + INSTR_BYTES * pc
+            if a + INSTR_BYTES > self.dram.size:
+                raise NpuError(ErrorCode.FETCH_ERROR, pc, f"fetch at {a:#x} beyond the {self.dram.size}-byte image")
+            word = int.from_bytes(self.dram[a:a + INSTR_BYTES].tobytes(), "little")
+            f = self.execute(word, pc)
+            if log is not None:
+                log.append({"pc": pc, **f})
+            pc += 1
+        return GoldenResult(dram=self.dram.copy(), instructions=pc, trace=log)
+
+    def execute(self, word: int, pc: int = 0) -> dict:
+        """Check and execute one instruction (tokens included); return its decoded fields."""
+        f = decode_word(word)
+        code, why = check_fields(f, self.config)
+        if code != ErrorCode.NONE:
+            raise NpuError(code, pc, why)
+        op = f["opcode"]
+        if op == Opcode.HALT:
+            left = {f"{s.name}->{d.name}": n for (s, d), n in self.tokens.items() if n}
+            if left:
+                raise NpuError(ErrorCode.TOKENS_LEFT, pc, f"counters not zero at HALT: {left}")
+            self.halted = True
+            return f
+        q = OPCODE_QUEUE[op]
+        for src in Queue:
+            if f["wait"] >> src & 1:
+                if self.tokens[(src, q)] == 0:
+                    raise NpuError(ErrorCode.TOKEN_UNDERFLOW, pc,
+                                   f"pops {src.name}->{q.name} before any push in program order")
+                self.tokens[(src, q)] -= 1
+        if op == Opcode.LOAD:
+            self._load(f, pc)
+        elif op == Opcode.STORE:
+            self._store(f, pc)
+        elif op == Opcode.MATMUL:
+            self._matmul(f)
+        else:
+            self._vector(f)
+        for dst in Queue:
+            if f["signal"] >> dst & 1:
+                self.tokens[(q, dst)] += 1
+                if self.tokens[(q, dst)] > self.token_max:
+                    raise NpuError(ErrorCode.TOKEN_OVERFLOW, pc,
+                                   f"counter {q.name}->{dst.name} above {self.token_max}")
+        return f
+
+    # ---------------------------------------------------------------- DMA
+    def _dma_layout(self, f: dict, pc: int):
+        """SRAM row and DRAM start byte of every (r, c) in order (r outer), and the row bytes."""
+        rb = self.dim if f["mem"] == Mem.SPAD else 4 * self.dim
+        r = np.arange(f["rows"], dtype=np.int64)[:, None]
+        c = np.arange(f["chunks"], dtype=np.int64)[None, :]
+        sram = (f["sram_addr"] + c * f["sram_chunk_stride"] + r).ravel()
+        start = (f["dram_addr"] + r * f["dram_stride"] + c * rb).ravel()
+        end = int(start[-1]) + rb   # the largest start is the last one (all terms are non-negative)
+        if end > self.dram.size:
+            raise NpuError(ErrorCode.AXI_DECERR, pc,
+                           f"DRAM bytes up to {end:#x} beyond the {self.dram.size}-byte image")
+        return sram, start, rb
+
+    def _load(self, f: dict, pc: int):
+        sram, start, rb = self._dma_layout(f, pc)
+        data = self.dram[start[:, None] + np.arange(rb)]           # [n, rb] uint8
+        if f["mem"] == Mem.SPAD:
+            mem, rows = self.spad, data.view(np.int8)
+        else:
+            mem, rows = self.acc, data.view("<i4").astype(np.int64)
+        if _has_dup(sram):
+            _, first = np.unique(sram[::-1], return_index=True)     # last write wins
+            keep = sram.size - 1 - first
+            mem[sram[keep]] = rows[keep]
+        else:
+            mem[sram] = rows
+
+    def _store(self, f: dict, pc: int):
+        sram, start, rb = self._dma_layout(f, pc)
+        if f["mem"] == Mem.SPAD:
+            data = self.spad[sram].view(np.uint8)
+        else:
+            data = self.acc[sram].astype("<i4").view(np.uint8)
+        idx = start[:, None] + np.arange(rb)
+        s = np.sort(start)
+        if s.size > 1 and np.any(np.diff(s) < rb):                  # overlapping DRAM rows: in order
+            for k in range(start.size):
+                self.dram[idx[k]] = data[k]
+        else:
+            self.dram[idx] = data
+
+    # ------------------------------------------------------------- MATMUL
+    def _matmul(self, f: dict):
+        dim = self.dim
+        kcs, nbs, m = f["k_chunks"], f["n_blocks"], f["m_rows"]
+        kc = np.arange(kcs)
+        nb = np.arange(nbs)
+        a_idx = f["a_addr"] + kc[:, None] * f["a_kstride"] + np.arange(m)[None, :]     # [kc, m]
+        a = self.spad[a_idx].transpose(1, 0, 2).reshape(m, kcs * dim)
+        base = f["w_addr"] + kc[:, None] * f["w_kstride"] + nb[None, :] * f["w_nstride"]  # [kc, nb]
+        w = self.spad[base[..., None] + np.arange(dim)]                                  # [kc, nb, j, col]
+        if f["transpose_w"]:
+            w = w.swapaxes(-1, -2)                                                       # W[k][n] = S[base+n][k]
+        w = w.transpose(0, 2, 1, 3).reshape(kcs * dim, nbs * dim)
+        # Exact in float64: |sum| <= 255*64*2**14 < 2**53.
+        p = (a.astype(np.float64) @ w.astype(np.float64)).astype(np.int64).reshape(m, nbs, dim)
+        out = f["out_addr"] + nb[:, None] * f["out_nstride"] + np.arange(m)[None, :]     # [nb, m]
+        if _has_dup(out):               # overlapping output blocks: block after block
+            for b in range(nbs):
+                old = self.acc[out[b]] if f["accumulate"] else 0
+                self.acc[out[b]] = wrap32(old + p[:, b])
+        else:
+            old = self.acc[out] if f["accumulate"] else 0
+            self.acc[out] = wrap32(old + p.transpose(1, 0, 2))
+
+    # ------------------------------------------------------------- VECTOR
+    def _vector(self, f: dict):
+        funct = VectorFunct(f["funct"])
+        rows, blocks, dim = f["rows"], f["blocks"], self.dim
+        s = slice(f["state_addr"], f["state_addr"] + rows)
+        if funct == VectorFunct.INIT:
+            self.M[s], self.L[s], self.F[s] = NEG_INF, 0, 0
+            return
+        if funct == VectorFunct.RECIP:
+            self.F[s] = recip_fixed(self.L[s], f["mult"])
+            return
+        i = np.arange(rows)
+        b = np.arange(blocks)
+        acc_idx = f["acc_addr"] + i[:, None] + b[None, :] * f["acc_block_stride"]       # [i, b], (i, b) order
+        x = self.acc[acc_idx].reshape(rows, blocks * dim)                                 # column c = b*dim + l
+        if funct in (VectorFunct.ROWMAX, VectorFunct.EXP):
+            c = np.arange(blocks * dim)
+            valid = np.broadcast_to(c[None, :] < f["kv_valid"], (rows, blocks * dim))
+            if f["causal"]:
+                valid = valid & (c[None, :] <= i[:, None] + f["causal_offset"])
+        if funct == VectorFunct.ROWMAX:
+            mx = np.where(valid, x, NEG_INF).max(axis=1)
+            m = np.maximum(self.M[s], mx)
+            self.F[s] = exp2_fixed(exp_arg(self.M[s] - m, f["mult"], f["shift"]))
+            self.M[s] = m
+            return
+        if funct == VectorFunct.SCALE:
+            if _has_dup(acc_idx):
+                for ii in range(rows):
+                    for bb in range(blocks):
+                        r = acc_idx[ii, bb]
+                        self.acc[r] = wrap32(mul_q15(self.acc[r], self.F[s][ii]))
+                return
+            y = wrap32(mul_q15(x, self.F[s][:, None]))
+            self.acc[acc_idx] = y.reshape(rows, blocks, dim)
+            return
+        if funct == VectorFunct.EXP:
+            e = exp2_fixed(exp_arg(x - self.M[s][:, None], f["mult"], f["shift"]))
+            p = np.where(valid, quant_p(e), 0)
+            self.L[s] = wrap32(mul_q15(self.L[s], self.F[s]) + p.sum(axis=1))
+            y = p
+        elif funct == VectorFunct.OUTPUT:
+            y = requant(x, self.F[s][:, None], f["shift"])
+        else:   # REQUANT
+            y = requant(x, f["mult"], f["shift"])
+        sp_idx = f["spad_addr"] + i[:, None] + b[None, :] * f["spad_block_stride"]       # [i, b]
+        y = y.reshape(rows * blocks, dim).astype(np.int8)
+        sp_idx = sp_idx.ravel()
+        if _has_dup(sp_idx):
+            _, first = np.unique(sp_idx[::-1], return_index=True)
+            keep = sp_idx.size - 1 - first
+            self.spad[sp_idx[keep]] = y[keep]
+        else:
+            self.spad[sp_idx] = y
