@@ -103,7 +103,9 @@ def exp_arg(diff, mult, shift):
     if not 0 <= mult < (1 << 32) or not 0 <= shift < 64:
         raise ValueError(f"exp_arg: mult {mult} must be < 2**32 and shift {shift} in 0..63")
     if _is_array(diff):
-        d = np.maximum(np.asarray(diff, dtype=np.int64), INT32_MIN)
+        # A positive difference gives t >= 0, hence 0: clamp it first so the
+        # int64 product cannot overflow (2**32 * 2**32 would).
+        d = np.clip(np.asarray(diff, dtype=np.int64), INT32_MIN, 0)
         t = (d * np.int64(mult)) >> shift
         return np.minimum(np.maximum(t, EXP_ARG_MIN), 0)
     d = max(int(diff), INT32_MIN)
