@@ -5,7 +5,7 @@ import random
 import pytest
 
 from flashnpu.sw import isa
-from flashnpu.sw.asm import AsmError, assemble, decode_word, disassemble, format_instr, instr_fields
+from flashnpu.sw.asm import AsmError, assemble, decode_word, disassemble, encode_word, format_instr, instr_fields
 from flashnpu.sw.isa import Opcode, VectorFunct
 
 
@@ -104,3 +104,20 @@ def test_decode_word_is_isa_decode():
         for _ in range(30):
             w = _random_word(rng, op, rng.choice(list(VectorFunct)) if op == Opcode.VECTOR else None)
             assert decode_word(w) == isa.decode(w)
+
+
+def test_encode_word_is_isa_encode():
+    rng = random.Random(4)
+    for op in Opcode:
+        for _ in range(30):
+            w = _random_word(rng, op, rng.choice(list(VectorFunct)) if op == Opcode.VECTOR else None)
+            f = decode_word(w)
+            f.pop("opcode")
+            assert encode_word(op, **f) == isa.encode(op, **f) == w
+    for bad in (dict(rows=1 << 16), dict(rows=-1), dict(bogus=1), dict(wait=16)):
+        with pytest.raises(ValueError) as e1:
+            isa.encode(Opcode.LOAD, **bad)
+        with pytest.raises(ValueError) as e2:
+            encode_word(Opcode.LOAD, **bad)
+        name = next(iter(bad))
+        assert f"'{name}'" in str(e1.value) and f"'{name}'" in str(e2.value)
