@@ -3,7 +3,8 @@
 ``python -m flashnpu.sw.docgen`` rewrites both files; ``--check`` only
 compares them (exit status 1 if either is stale). ``tests/test_docs.py``
 asserts that the committed files equal the generated text, so the docs cannot
-drift from ``sw/isa.py``, ``sw/asm.py`` and ``sw/regmap.py``.
+drift from ``sw/isa.py``, ``sw/asm.py``, ``sw/tokens.py``, ``sw/golden.py``
+and ``sw/regmap.py``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from flashnpu import CONFIG_DIR
-from flashnpu.sw import asm, isa, regmap
+from flashnpu.sw import asm, golden, isa, regmap, tokens
 from flashnpu.sw.asm import instr_fields
 from flashnpu.sw.isa import BODY_OF, FIELD_DOCS, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
 
@@ -74,7 +75,7 @@ def _field_rows(op: Opcode) -> list[str]:
 
 def isa_md() -> str:
     """The text of ``docs/isa.md``."""
-    out = ["# The flashnpu instruction set", "", _GENERATED.format(src="`sw/isa.py` and `sw/asm.py`"), ""]
+    out = ["# The flashnpu instruction set", "", _GENERATED.format(src="`sw/isa.py`, `sw/asm.py`, `sw/tokens.py`, `sw/golden.py`"), ""]
     out += [_rst_to_md(_doc(isa)), ""]
     out += [f"Every instruction is one {isa.INSTR_BITS}-bit word ({isa.INSTR_BYTES} bytes, little-endian in "
             f"DRAM), instruction *k* at `PROG_ADDR + {isa.INSTR_BYTES}*k`. Bit offsets below are within that "
@@ -102,6 +103,10 @@ def isa_md() -> str:
     out += _enum_table(ErrorCode)
     out += ["", "## Assembly syntax", "", "From `sw/asm.py` (`assemble`, `disassemble`):", ""]
     out += [_rst_to_md(_doc(asm)), ""]
+    out += ["## Token rules", "", "From `sw/tokens.py` (`check_tokens`):", ""]
+    out += [_rst_to_md(_doc(tokens)), ""]
+    out += ["## Golden model", "", "From `sw/golden.py` (`GoldenNPU`):", ""]
+    out += [_rst_to_md(_doc(golden)), ""]
     return "\n".join(out)
 
 

@@ -180,10 +180,12 @@ class GoldenNPU:
             trace: bool = False) -> GoldenResult:
         """Run the program at byte ``prog_addr`` of ``dram`` until HALT; raise :class:`NpuError` on an error.
 
-        ``dram`` is not modified; the result holds the new image. With
+        ``dram`` (a uint8 array, or bytes) is not modified; the result holds the new image. With
         ``trace``, the result lists every executed instruction's decoded
         fields (with its ``pc``).
         """
+        if isinstance(dram, (bytes, bytearray, memoryview)):
+            dram = np.frombuffer(dram, dtype=np.uint8)
         dram = np.asarray(dram)
         if dram.dtype != np.uint8 or dram.ndim != 1:
             raise ValueError(f"dram must be a 1-D uint8 array, got {dram.dtype} of shape {dram.shape}")
