@@ -39,7 +39,7 @@ from functools import lru_cache
 from flashnpu.sw import isa
 from flashnpu.sw.isa import INSTR_BITS, INSTR_LAYOUT, BODY_LAYOUT, BODY_OF, Mem, Opcode, Queue, VectorFunct
 
-__all__ = ["AsmError", "instr_fields", "decode_word", "encode_word", "used_mask", "format_instr",
+__all__ = ["AsmError", "instr_fields", "decode_word", "encode_word", "program_bytes", "program_words", "used_mask", "format_instr",
            "disassemble", "assemble", "mnemonic"]
 
 
@@ -115,6 +115,20 @@ def encode_word(opcode: Opcode, wait: int = 0, signal: int = 0, **body) -> int:
             raise ValueError(f"{op.name} field '{name}' = {v}: must be in [{lo}, {hi}]")
         word |= (v & ((1 << width) - 1)) << off
     return word
+
+
+def program_bytes(words) -> bytes:
+    """The DRAM bytes of a program: word *k* at byte ``32*k``, little-endian."""
+    return b"".join(int(w).to_bytes(INSTR_BITS // 8, "little") for w in words)
+
+
+def program_words(data) -> list[int]:
+    """Inverse of :func:`program_bytes` (``len(data)`` must be a multiple of 32)."""
+    data = bytes(data)
+    n = INSTR_BITS // 8
+    if len(data) % n:
+        raise ValueError(f"program of {len(data)} bytes: must be a multiple of {n}")
+    return [int.from_bytes(data[k:k + n], "little") for k in range(0, len(data), n)]
 
 
 # ------------------------------------------------------------ disassembler

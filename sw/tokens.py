@@ -84,7 +84,11 @@ def _bits(mask: int) -> tuple[Queue, ...]:
 
 
 def check_tokens(words, config) -> TokenReport:
-    """Check the tokens of ``words`` (a program ending with HALT) for ``config``; raise :class:`TokenError`."""
+    """Check the tokens of ``words`` (a program ending with HALT) for ``config``; raise :class:`TokenError`.
+
+    Instructions after the first HALT are ignored. An instruction that fails
+    checks 1-6 (``golden.check_fields``) also raises, naming its ErrorCode.
+    """
     config: NPUConfig = load_config(config)
     limit = (1 << config.token_bits) - 1
     # ------------------------------------------------ program order, up to HALT

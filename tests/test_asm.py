@@ -5,7 +5,9 @@ import random
 import pytest
 
 from flashnpu.sw import isa
-from flashnpu.sw.asm import AsmError, assemble, decode_word, disassemble, encode_word, format_instr, instr_fields
+from flashnpu.sw.asm import (
+    AsmError, assemble, decode_word, disassemble, encode_word, format_instr, instr_fields, program_bytes, program_words,
+)
 from flashnpu.sw.isa import Opcode, VectorFunct
 
 
@@ -121,3 +123,12 @@ def test_encode_word_is_isa_encode():
             encode_word(Opcode.LOAD, **bad)
         name = next(iter(bad))
         assert f"'{name}'" in str(e1.value) and f"'{name}'" in str(e2.value)
+
+
+def test_program_bytes():
+    words = assemble("load rows=1 chunks=1 dram_addr=0x40\nhalt")
+    data = program_bytes(words)
+    assert len(data) == 64 and data[0] == Opcode.LOAD and data[32] == Opcode.HALT
+    assert program_words(data) == words
+    with pytest.raises(ValueError, match="multiple of 32"):
+        program_words(data[:40])
