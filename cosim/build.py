@@ -33,8 +33,8 @@ from flashnpu.cosim.verilog import to_verilog, waiver_flags
 __all__ = ["BuildError", "BuildResult", "CocotbResult", "build", "build_verilog", "build_key",
            "verilator_args", "run_cocotb", "DEFAULT_ROOT"]
 
-#: Where models are built (relative to the working directory unless absolute).
-DEFAULT_ROOT = Path("build") / "sim"
+#: Where models are built: ``build/sim`` in the repository, whatever the working directory.
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
 #: Simulation time unit and precision (cocotb's clocks are given in ns).
 TIMESCALE = "1ns/1ps"
 #: C++ optimisation of the model's hot code. ``-O2`` through ``-CFLAGS`` (every
@@ -82,7 +82,7 @@ class BuildResult:
     cold_build_s: float | None = None
 
 
-def verilator_args(top: str, *, waves: bool) -> list[str]:
+def verilator_args(top: str, *, waves: bool, extra_args=()) -> list[str]:
     """Verilator's flags besides ``-Mdir`` and the sources (the part of the cache key that is flags)."""
     import cocotb_tools.config as cc
     libs = cc.libs_dir
@@ -93,14 +93,15 @@ def verilator_args(top: str, *, waves: bool) -> list[str]:
         "--timescale", TIMESCALE,
         *waiver_flags(),
         *(["--trace-fst", "--trace-structs"] if waves else []),
+        *extra_args,
     ]
 
 
-def build_key(verilog_text: str, top: str, *, waves: bool) -> str:
+def build_key(verilog_text: str, top: str, *, waves: bool, extra_args=()) -> str:
     """Hash of everything a model depends on: the Verilog, the flags, the tools, cocotb's main."""
     import cocotb_tools.config as cc
     h = hashlib.sha256()
-    for part in (verilog_text, top, json.dumps(verilator_args(top, waves=waves)),
+    for part in (verilog_text, top, json.dumps(verilator_args(top, waves=waves, extra_args=extra_args)),
                  json.dumps(MAKE_VARS), toolchain_id(),
                  (cc.share_dir / "lib" / "verilator" / "verilator.cpp").read_text()):
         h.update(part.encode())
@@ -115,10 +116,13 @@ def _log(progress, msg):
 
 def build_verilog(verilog_text: str, top: str, *, waves: bool = False, root=DEFAULT_ROOT,
                   test_module: str | None = None, progress=None, jobs: int = 2,
-                  timeout_s: float = 3600) -> BuildResult:
-    """Verilate ``verilog_text`` (top module ``top``) unless a build with the same key exists."""
+                  timeout_s: float = 3600, extra_args=()) -> BuildResult:
+    """Verilate ``verilog_text`` (top module ``top``) unless a build with the same key exists.
+
+    ``extra_args`` are more Verilator flags (part of the key)."""
     t0 = time.monotonic()
-    key = build_key(verilog_text, top, waves=waves)
+    extra_args = tuple(extra_args)
+    key = build_key(verilog_text, top, waves=waves, extra_args=extra_args)
     root = Path(root).resolve()
     final = root / key[:20]
     if (final / "build.json").exists() and (final / top).exists():
@@ -138,7 +142,7 @@ def build_verilog(verilog_text: str, top: str, *, waves: bool = False, root=DEFA
         env = build_env()
         log = tmp / "build.log"
         cmds = [
-            [str(tc.verilator), "-Mdir", str(tmp), *verilator_args(top, waves=waves),
+            [str(tc.verilator), "-Mdir", str(tmp), *verilator_args(top, waves=waves, extra_args=extra_args),
              str(main_cpp), str(vpath)],
             ["make", "-j", str(jobs), "-C", str(tmp), "-f", "Vtop.mk", *MAKE_VARS],
         ]
@@ -160,7 +164,7 @@ def build_verilog(verilog_text: str, top: str, *, waves: bool = False, root=DEFA
         build_s = time.monotonic() - t0
         (tmp / "build.json").write_text(json.dumps({
             "key": key, "top": top, "waves": waves, "build_s": round(build_s, 2),
-            "toolchain": toolchain_id(), "verilator_args": verilator_args(top, waves=waves),
+            "toolchain": toolchain_id(), "verilator_args": verilator_args(top, waves=waves, extra_args=extra_args),
             "make_vars": list(MAKE_VARS)}, indent=2) + "\n")
         # Object files are not needed once linked; keep the folder small.
         for o in tmp.glob("*.o"):
@@ -181,7 +185,7 @@ def build_verilog(verilog_text: str, top: str, *, waves: bool = False, root=DEFA
 
 
 def build(component, top_name: str, test_module: str | None = None, *, waves: bool = False,
-          root=DEFAULT_ROOT, progress=None, jobs: int = 2) -> BuildResult:
+          root=DEFAULT_ROOT, progress=None, jobs: int = 2, extra_args=()) -> BuildResult:
     """Convert ``component`` to Verilog (top module ``top_name``) and Verilate it (cached).
 
     ``test_module`` is remembered as the default module for :func:`run_cocotb`;
@@ -191,7 +195,7 @@ def build(component, top_name: str, test_module: str | None = None, *, waves: bo
     """
     text = to_verilog(component, top_name)
     return build_verilog(text, top_name, waves=waves, root=root, test_module=test_module,
-                         progress=progress, jobs=jobs)
+                         progress=progress, jobs=jobs, extra_args=extra_args)
 
 
 @dataclass
