@@ -1,0 +1,262 @@
+"""The cocotb side of an NPU run: DRAM model, host driver, watchdog.
+
+The top is ``NPU(config)`` as Verilog module ``npu`` (ports ``clk``, ``rst``,
+``m_axi__*``, ``s_axil__*``, ``irq``). :func:`run_program` is the cocotb test
+that :mod:`flashnpu.cosim.rtl_backend` runs. Data passes through files in
+``$FLASHNPU_RUN_DIR``:
+
+* in: ``input.npz`` (``dram``: the uint8 image, program included) and
+  ``input.json`` (``prog_addr``, ``mem_size``, ``timeout_cycles``,
+  ``backpressure``, ``seed``, ``slverr``: list of ``[lo, hi)`` byte ranges);
+* out: ``output.npz`` (``dram``: the image after the run) and ``result.json``
+  (``status``, ``done``, ``error_code``, ``error_pc``, ``counters``,
+  ``timeout``, ``message``, ...).
+
+The DRAM is cocotbext-axi's ``AxiRam`` (it also asserts that no burst
+crosses 4 KiB), extended by :class:`DramModel` to answer DECERR beyond
+``mem_size`` and SLVERR inside the ``slverr`` ranges, so the NPU's error paths
+can be driven. :class:`NpuHost` drives the registers of ``sw/regmap.py`` over
+``AxiLiteMaster``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+from cocotbext.axi.constants import AxiResp
+
+from flashnpu.sw.isa import ErrorCode, Queue
+from flashnpu.sw.regmap import (COUNTERS, CONTROL_START, NPU_ID, REG, STATUS_BUSY,
+                                STATUS_CODE_MASK, STATUS_CODE_SHIFT, STATUS_DONE, STATUS_ERROR)
+
+__all__ = ["CLOCK_NS", "DramModel", "NpuHost", "pause_generator", "run_program"]
+
+#: Clock period of the testbench.
+CLOCK_NS = 10
+#: Cycles between two STATUS polls while waiting (irq wakes the wait earlier).
+POLL_CYCLES = 20_000
+
+
+def pause_generator(rng: random.Random, p: float):
+    """Pause a channel in each cycle with probability ``p`` (cocotbext-axi pause generator)."""
+    while True:
+        yield rng.random() < p
+
+
+class DramModel:
+    """``AxiRam`` on ``m_axi`` that answers DECERR at or beyond ``size`` and SLVERR in ``slverr`` ranges.
+
+    A beat that errs reads as zeros and is not written; the burst's B carries
+    its worst response. cocotbext-axi turns an exception in a beat's read or
+    write into SLVERR; the response is then rewritten on its way to R or B.
+    """
+
+    def __init__(self, dut, size: int, *, slverr=(), prefix="m_axi"):
+        self.size = int(size)
+        self.slverr = [(int(lo), int(hi)) for lo, hi in slverr]
+        logging.getLogger(f"cocotb.{dut._name}.{prefix}").setLevel(logging.WARNING)
+        self.ram = AxiRam(AxiBus.from_prefix(dut, prefix, bus_separator="__"), dut.clk, dut.rst,
+                          size=self.size)
+        self.errors = []            # (kind, address, resp) of every error beat
+        self._r_resp = 0
+        self._b_resp = 0
+        rd, wr = self.ram.read_if, self.ram.write_if
+        rd._read = self._read
+        wr._write = self._write
+        r_send, b_send = rd.r_channel.send, wr.b_channel.send
+
+        async def send_r(r):
+            if self._r_resp:
+                r.rresp = self._r_resp
+                self._r_resp = 0
+            await r_send(r)
+
+        async def send_b(b):
+            if self._b_resp:
+                b.bresp = self._b_resp
+                self._b_resp = 0
+            await b_send(b)
+
+        rd.r_channel.send = send_r
+        wr.b_channel.send = send_b
+
+    def resp(self, address: int, length: int) -> int:
+        """The response to an access of ``length`` bytes at ``address``."""
+        if address + length > self.size:
+            return AxiResp.DECERR
+        for lo, hi in self.slverr:
+            if address < hi and lo < address + length:
+                return AxiResp.SLVERR
+        return AxiResp.OKAY
+
+    async def _read(self, address, length):
+        resp = self.resp(address, length)
+        if resp:
+            self._r_resp = resp
+            self.errors.append(("read", address, int(resp)))
+            raise IOError(f"read of {length} B at {address:#x}: {AxiResp(resp).name}")
+        return self.ram.read(address, length)
+
+    async def _write(self, address, data):
+        resp = self.resp(address, len(data))
+        if resp:
+            self._b_resp = max(self._b_resp, int(resp))
+            self.errors.append(("write", address, int(resp)))
+            raise IOError(f"write of {len(data)} B at {address:#x}: {AxiResp(resp).name}")
+        self.ram.write(address, data)
+
+    def load(self, image: np.ndarray):
+        self.ram.write(0, bytes(np.asarray(image, dtype=np.uint8)))
+
+    def dump(self) -> np.ndarray:
+        return np.frombuffer(self.ram.read(0, self.size), dtype=np.uint8).copy()
+
+    def set_backpressure(self, rng: random.Random, p: float = 0.3):
+        """Random stalls on every channel: ready low on AR/AW/W, valid gaps on R/B."""
+        rd, wr = self.ram.read_if, self.ram.write_if
+        for ch in (rd.ar_channel, rd.r_channel, wr.aw_channel, wr.w_channel, wr.b_channel):
+            ch.set_pause_generator(pause_generator(random.Random(rng.random()), p))
+
+
+class NpuHost:
+    """The host's view of the NPU registers (``sw/regmap.py``) over AXI4-Lite."""
+
+    def __init__(self, dut, prefix="s_axil"):
+        logging.getLogger(f"cocotb.{dut._name}.{prefix}").setLevel(logging.WARNING)
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, prefix, bus_separator="__"),
+                                  dut.clk, dut.rst)
+
+    async def read(self, name: str) -> int:
+        return await self.axil.read_dword(REG[name])
+
+    async def write(self, name: str, value: int):
+        await self.axil.write_dword(REG[name], value)
+
+    async def counter(self, name: str) -> int:
+        lo = await self.read(f"{name}_LO")        # latches _HI
+        hi = await self.read(f"{name}_HI")
+        return hi << 32 | lo
+
+    async def counters(self) -> dict:
+        return {name: await self.counter(name) for name, _ in COUNTERS}
+
+    async def status(self) -> dict:
+        s = await self.read("STATUS")
+        code = (s >> STATUS_CODE_SHIFT) & STATUS_CODE_MASK
+        return {"raw": s, "busy": bool(s & STATUS_BUSY), "done": bool(s & STATUS_DONE),
+                "error": bool(s & STATUS_ERROR), "error_code": code}
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"unknown({code})"
+
+
+async def queue_states(host: NpuHost, clk, window: int = 256) -> dict:
+    """What each queue is doing now: counters read twice, ``window`` cycles apart."""
+    a = await host.counters()
+    await ClockCycles(clk, window)
+    b = await host.counters()
+    rising = {k: b[k] > a[k] for k in a}
+    states = {}
+    for q in Queue:
+        n = q.name
+        if rising[f"{n}_BUSY"]:
+            states[n] = "busy"
+        elif rising[f"{n}_STALL"]:
+            states[n] = "waiting for a token"
+        else:
+            states[n] = "idle"
+    states["DISPATCH"] = "blocked on a full queue" if rising["DISPATCH_STALL"] else \
+        "fetching/dispatching" if rising["INSTRUCTIONS"] else "idle"
+    return {"states": states, "counters": b}
+
+
+def _run_dir() -> Path:
+    d = os.environ.get("FLASHNPU_RUN_DIR")
+    if not d:
+        raise RuntimeError("FLASHNPU_RUN_DIR is not set: run this through flashnpu.cosim.rtl_backend")
+    return Path(d)
+
+
+@cocotb.test()
+async def run_program(dut):
+    """Load the image, start the program, wait for done or error (watchdog), read everything back."""
+    run_dir = _run_dir()
+    cfg = json.loads((run_dir / "input.json").read_text())
+    image = np.load(run_dir / "input.npz")["dram"]
+    mem_size = int(cfg.get("mem_size") or image.size)
+    timeout = int(cfg["timeout_cycles"])
+    rng = random.Random(cfg.get("seed", 0))
+
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    dram = DramModel(dut, mem_size, slverr=cfg.get("slverr", ()))
+    dram.load(image)
+    if cfg.get("backpressure"):
+        dram.set_backpressure(rng, float(cfg.get("pause_p", 0.3)))
+    host = NpuHost(dut)
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+
+    ident = await host.read("ID")
+    assert ident == NPU_ID, f"ID register reads {ident:#010x}, expected {NPU_ID:#010x}: not the NPU?"
+    await host.write("PROG_ADDR", int(cfg["prog_addr"]))
+    t_wall = time.monotonic()
+    t_start = get_sim_time("ns")
+    await host.write("CONTROL", CONTROL_START)
+
+    # Free-running wait: wake on irq or every POLL_CYCLES to read STATUS, so
+    # Python does no work per cycle; give up after timeout_cycles.
+    irq = getattr(dut, "irq", None)
+    st = await host.status()
+    waited = 0
+    while not (st["done"] or st["error"]) and waited < timeout:
+        chunk = min(POLL_CYCLES, timeout - waited)
+        t0 = get_sim_time("ns")
+        if irq is not None:
+            await First(RisingEdge(irq), Timer(chunk * CLOCK_NS, "ns"))
+        else:
+            await Timer(chunk * CLOCK_NS, "ns")
+        waited += max(1, round((get_sim_time("ns") - t0) / CLOCK_NS))
+        st = await host.status()
+    harness_cycles = round((get_sim_time("ns") - t_start) / CLOCK_NS)
+    sim_wall = time.monotonic() - t_wall
+
+    result = {"status": st["raw"], "done": st["done"], "error": st["error"],
+              "error_code": st["error_code"], "error_name": _code_name(st["error_code"]),
+              "timeout": False, "message": "", "harness_cycles": harness_cycles,
+              "sim_wall_s": sim_wall, "axi_errors": dram.errors[:20]}
+    if not (st["done"] or st["error"]):
+        q = await queue_states(host, dut.clk)
+        c = q["counters"]
+        states = ", ".join(f"{k}: {v}" for k, v in q["states"].items())
+        result.update(timeout=True, counters=c, queue_states=q["states"], message=(
+            f"watchdog: the NPU is neither done nor in error after {timeout} cycles "
+            f"(STATUS={st['raw']:#x}, busy={st['busy']}); {states}; "
+            f"{c['INSTRUCTIONS']} instructions dispatched, BYTES_READ={c['BYTES_READ']}, "
+            f"BYTES_WRITTEN={c['BYTES_WRITTEN']}, CYCLES={c['CYCLES']}"))
+    else:
+        result["counters"] = await host.counters()
+    result["error_pc"] = await host.read("ERROR_PC")
+    result["cycles"] = result["counters"]["CYCLES"]
+    np.savez(run_dir / "output.npz", dram=dram.dump())
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    dut._log.info("run finished: %s", result["message"] or
+                  f"status {st['raw']:#x} ({result['error_name']}), {result['cycles']} cycles, "
+                  f"{harness_cycles / max(sim_wall, 1e-9):.0f} cycles/s")
+    assert not result["timeout"], result["message"]
