@@ -82,6 +82,11 @@ class Sequencer(wiring.Component):
             "dispatched": Out(1),
         })
 
+    @property
+    def max_fetch(self):
+        """Fetch requests kept outstanding; the DMA's fetch buffer should hold as many."""
+        return self._max_fetch
+
     def elaborate(self, platform):
         m = Module()
         cfg = self._cfg

@@ -11,8 +11,11 @@ pc, checker errors in program order, a restart, and the dispatch timing.
 import random
 
 import pytest
+from amaranth import Elaboratable, Module
+from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
+from flashnpu.hw.dma_engine import DmaEngine
 from flashnpu.hw.sequencer import UNIT_NAMES, Sequencer
 from flashnpu.sw.asm import decode_word, encode_word
 from flashnpu.sw.config import load_config
@@ -428,3 +431,70 @@ def test_dispatch_timing(lat):
         assert takes[-1] - takes[0] == 31          # one instruction per cycle
     # busy falls 2 cycles after the last completion (take + 1), or 1 after HALT "reaches a unit".
     assert res["cycles"] == max(takes[-1] + 3, halt + 1)
+
+
+# --------------------------------------------------- with the real fetch path
+class _SeqDma(Elaboratable):
+    """The Sequencer fetching through a DmaEngine (LOAD/STORE ports joined as in the top)."""
+
+    def __init__(self, cfg):
+        self.seq = Sequencer(cfg)
+        self.dma = DmaEngine(cfg, fetch_depth=self.seq.max_fetch)   # as in the NPU top
+        self.m_axi = self.dma.m_axi
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.seq, m.submodules.dma = self.seq, self.dma
+        for name in ("fetch", "load", "store"):
+            wiring.connect(m, getattr(self.seq, name), getattr(self.dma, name))
+        return m
+
+
+def dma_fetch_takes(cfg, n, lat):
+    """Run ``n`` MATMUL/VECTOR instructions fetched by the DmaEngine from the AXI slave model.
+
+    Units always ready, 1-cycle instructions. Returns the take cycles (start in cycle 0).
+    """
+    from test_dma_engine import Slave
+    top = _SeqDma(cfg)
+    words = [instr(Queue.MATRIX if pc % 2 else Queue.VECTOR, pc) for pc in range(n)] + [HALT]
+    slave = Slave(cfg, lat=(lat, lat))
+    slave.mem[PROG:PROG + INSTR_BYTES * len(words)] = b"".join(
+        w.to_bytes(INSTR_BYTES, "little") for w in words)
+    rng = random.Random(0)
+    units = {q: UnitModel(q, rng, dur=(1, 1), p_ready=1.0, cap=8) for q in (Queue.MATRIX, Queue.VECTOR)}
+    pc_of = {w: pc for pc, w in enumerate(words)}
+    out = {}
+
+    async def tb(ctx):
+        seq = top.seq
+        ctx.set(seq.prog_addr, PROG)
+        ctx.set(seq.start, 1)
+        for now in range(3000):
+            await slave.step(ctx, top, now)
+            for q, u in units.items():
+                u.step(ctx, getattr(seq, UNIT_NAMES[q]), pc_of, now)
+            if now > 0 and not ctx.get(seq.busy):
+                out["done"] = ctx.get(seq.done)
+                out["end"] = now
+                return
+            await ctx.tick()
+            ctx.set(seq.start, 0)
+        raise AssertionError("hang")
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    assert out["done"] and slave.errors == []
+    return sorted(t for u in units.values() for _, t in u.starts)
+
+
+@pytest.mark.parametrize("name,lat", [("tiny", 1), ("tiny", 8), ("default", 1), ("default", 8)])
+def test_dispatch_timing_through_dma(name, lat):
+    """Start to first take is lat + 32/beat + 6; then one instruction per 32/beat cycles (R-bound)."""
+    cfg = load_config(name)
+    fb = max(1, INSTR_BYTES // cfg.dma_beat_bytes)
+    takes = dma_fetch_takes(cfg, 24, lat)
+    assert takes[0] == lat + fb + 6
+    assert [b - a for a, b in zip(takes, takes[1:])] == [fb] * 23
