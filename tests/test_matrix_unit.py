@@ -272,12 +272,15 @@ def test_tiny_single_cycle_counts():
             assert log["done"][0] - log["accept"][0] == (k * n - 1) * t_len + m_rows + 2 * dim + 2
 
 
-def test_tiny_throughput():
-    dim = TINY.dim
+@pytest.mark.parametrize("cfg, kn", [(TINY, 2), (DEFAULT, 1)], ids=["tiny", "default"])
+def test_throughput(cfg, kn):
+    # 8 back-to-back MATMULs of 4*dim rows: an A row enters the array in every
+    # cycle from the first to the last.
+    dim = cfg.dim
     rng = random.Random(12)
-    instrs = [rand_matmul(rng, TINY, m_rows=4 * dim, k_chunks=rng.randint(1, 2),
-                          n_blocks=rng.randint(1, 2)) for _ in range(8)]
-    log = run(TINY, instrs, seed=12)
+    instrs = [rand_matmul(rng, cfg, m_rows=4 * dim, k_chunks=rng.randint(1, kn),
+                          n_blocks=rng.randint(1, kn)) for _ in range(8)]
+    log = run(cfg, instrs, seed=12)
     span = log["active"][-1] - log["active"][0] + 1
     assert len(log["active"]) / span >= 0.95
     assert len(log["active"]) == span     # in fact, no bubble at all
@@ -286,6 +289,7 @@ def test_tiny_throughput():
 def test_default_back_to_back():
     rng = random.Random(13)
     dim = DEFAULT.dim
-    instrs = [rand_matmul(rng, DEFAULT, m_rows=m, k_chunks=k, n_blocks=1, out_window=2 * dim)
-              for m, k in ((dim + 3, 2), (2, 1), (dim, 1))]
+    shapes = ((dim + 3, 2, 2), (2, 1, 3), (dim, 3, 1), (1, 2, 1))
+    instrs = [rand_matmul(rng, DEFAULT, m_rows=m, k_chunks=k, n_blocks=n, out_window=2 * dim)
+              for m, k, n in shapes]
     run(DEFAULT, instrs, seed=13)
