@@ -3,8 +3,9 @@
 :func:`build` converts a component to Verilog, then runs ``verilator`` and
 ``make`` itself with the command of ``cocotb_tools.runner.Verilator`` except
 ``--public-flat-rw`` (which makes every signal VPI-writable and made a 32x32
-array build and simulate 16x slower; ``--public-depth 1`` keeps the top-level
-ports visible to cocotb). The model lands in ``build/sim/<key>/``, where
+array build and simulate 16x slower): a generated Verilator control file
+(``ports.vlt``) makes only the top module's ports public, which is all
+cocotb needs. The model lands in ``build/sim/<key>/``, where
 ``key`` hashes the Verilog text, the flags and every tool version, so a second
 call with the same inputs is instant and a changed input never reuses stale
 objects. :func:`run_cocotb` runs the simulator binary with the environment
@@ -87,7 +88,7 @@ def verilator_args(top: str, *, waves: bool, extra_args=()) -> list[str]:
     import cocotb_tools.config as cc
     libs = cc.libs_dir
     return [
-        "-cc", "--exe", "--top-module", top, "--vpi", "--public-depth", "1",
+        "-cc", "--exe", "--top-module", top, "--vpi",
         "--prefix", "Vtop", "-o", top,
         "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
         "--timescale", TIMESCALE,
@@ -97,11 +98,22 @@ def verilator_args(top: str, *, waves: bool, extra_args=()) -> list[str]:
     ]
 
 
+def ports_vlt(verilog_text: str, top: str) -> str:
+    """A Verilator control file making exactly the ports of module ``top`` VPI-visible and writable."""
+    m = re.search(rf"^module\s+{re.escape(top)}\s*\(([^)]*)\)\s*;", verilog_text, flags=re.M)
+    if m is None:
+        raise BuildError(f"no 'module {top}(...)' header in the Verilog")
+    ports = [p.strip() for p in m.group(1).split(",") if p.strip()]
+    lines = ["`verilator_config"]
+    lines += [f'public_flat_rw -module "{top}" -var "{p}"' for p in ports]
+    return "\n".join(lines) + "\n"
+
+
 def build_key(verilog_text: str, top: str, *, waves: bool, extra_args=()) -> str:
     """Hash of everything a model depends on: the Verilog, the flags, the tools, cocotb's main."""
     import cocotb_tools.config as cc
     h = hashlib.sha256()
-    for part in (verilog_text, top, json.dumps(verilator_args(top, waves=waves, extra_args=extra_args)),
+    for part in (verilog_text, top, ports_vlt(verilog_text, top), json.dumps(verilator_args(top, waves=waves, extra_args=extra_args)),
                  json.dumps(MAKE_VARS), toolchain_id(),
                  (cc.share_dir / "lib" / "verilator" / "verilator.cpp").read_text()):
         h.update(part.encode())
@@ -137,13 +149,15 @@ def build_verilog(verilog_text: str, top: str, *, waves: bool = False, root=DEFA
     try:
         vpath = tmp / f"{top}.v"
         vpath.write_text(verilog_text)
+        vlt = tmp / "ports.vlt"
+        vlt.write_text(ports_vlt(verilog_text, top))
         import cocotb_tools.config as cc
         main_cpp = cc.share_dir / "lib" / "verilator" / "verilator.cpp"
         env = build_env()
         log = tmp / "build.log"
         cmds = [
             [str(tc.verilator), "-Mdir", str(tmp), *verilator_args(top, waves=waves, extra_args=extra_args),
-             str(main_cpp), str(vpath)],
+             str(vlt), str(main_cpp), str(vpath)],
             ["make", "-j", str(jobs), "-C", str(tmp), "-f", "Vtop.mk", *MAKE_VARS],
         ]
         with open(log, "w") as lf:

@@ -8,7 +8,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flashnpu.cosim import toolchain
-from flashnpu.cosim.build import build_key, verilator_args
+from flashnpu.cosim.build import build_key, ports_vlt, verilator_args
 from flashnpu.cosim.verilog import LINT_WAIVERS, generate, lint, to_verilog
 from flashnpu.hw.dma_engine import DmaEngine
 from flashnpu.sw.config import load_config
@@ -38,7 +38,7 @@ def test_build_env_has_root_and_makeflags_fix(monkeypatch):
 def test_build_args_keep_design_private():
     args = verilator_args("top", waves=False)
     assert "--public-flat-rw" not in args
-    assert "--vpi" in args and "--public-depth" in args
+    assert "--vpi" in args and not any(a.startswith("--public") for a in args)
     assert [a for a in args if a.startswith("-Wno")] == [f"-Wno-{w}" for w in LINT_WAIVERS]
     assert "-Wno-fatal" not in args
     assert "--trace-fst" in verilator_args("top", waves=True)
@@ -62,7 +62,13 @@ def test_cache_key_changes_with_every_input():
     assert build_key(text, "adder", waves=True) != k
     assert build_key(text, "adder", waves=False, extra_args=("-DFOO",)) != k
     assert build_key(text + "\n// x\n", "adder", waves=False) != k
-    assert build_key(text, "adder2", waves=False) != k
+
+
+def test_only_top_ports_are_public():
+    text = to_verilog(_Adder(), "adder")
+    vlt = ports_vlt(text, "adder").splitlines()
+    assert vlt[0] == "`verilator_config"
+    assert sorted(vlt[1:]) == sorted(f'public_flat_rw -module "adder" -var "{p}"' for p in "abo")
 
 
 def test_lint_of_generated_verilog_passes(tmp_path):
