@@ -32,6 +32,7 @@ LINT_WAIVERS = {
     "WIDTHEXPAND": "Amaranth lets Verilog zero/sign-extend operands; the widths are its own",
     "WIDTHTRUNC": "Amaranth truncates on assignment as its semantics say",
     "CASEINCOMPLETE": "Amaranth's case statements cover only the values it switches on",
+    "UNSIGNED": "range checks with a lower bound of 0 become 'addr >= 0' (always true) in the Verilog",
 }
 
 

@@ -1,0 +1,279 @@
+"""Run a program on the Verilated NPU: build (cached), simulate under cocotb, read everything back.
+
+:func:`run_program` is the ``"rtl"`` backend of :mod:`flashnpu.sw.driver`;
+:func:`cli_run` is ``flashnpu run``. The cocotb side is
+:mod:`flashnpu.cosim.harness`; data crosses in files of the run folder
+(``input.npz``/``input.json`` in, ``output.npz``/``result.json`` out).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flashnpu.sw.asm import program_bytes
+from flashnpu.sw.config import load_config
+from flashnpu.sw.isa import ErrorCode
+from flashnpu.cosim.build import BuildResult, build, run_cocotb
+
+__all__ = ["RtlResult", "RtlError", "RtlTimeout", "build_npu", "default_timeout", "run_program",
+           "cli_run", "HARNESS"]
+
+HARNESS = "flashnpu.cosim.harness"
+FAST_HARNESS = "flashnpu.cosim.harness"
+
+
+class RtlError(RuntimeError):
+    """The simulation did not complete (harness failure, simulator crash)."""
+
+
+class RtlTimeout(RtlError):
+    """The watchdog fired: the NPU was neither done nor in error; the message names each queue's state."""
+
+
+@dataclass
+class RtlResult:
+    """What an RTL run leaves.
+
+    Members
+    -------
+    dram : np.ndarray (uint8)
+        The DRAM image after the run (``mem_size`` bytes).
+    cycles : int
+        ``CYCLES`` counter: cycles from start to done or error.
+    counters : dict
+        Every counter of ``sw/regmap.COUNTERS``.
+    error_code : ErrorCode
+        ``NONE`` when the program finished with done.
+    error_pc : int
+    wall_s : float
+        Wall time of the whole call (build included).
+    build_s : float
+        Wall time of the build step (about 0 when cached).
+    sim_wall_s : float
+        Wall time from START to done/error inside the simulator.
+    status : int
+        The last STATUS register value.
+    run_dir : Path
+    """
+    dram: np.ndarray
+    cycles: int
+    counters: dict
+    error_code: ErrorCode
+    error_pc: int
+    wall_s: float
+    build_s: float
+    sim_wall_s: float = 0.0
+    status: int = 0
+    run_dir: Path | None = None
+    build: BuildResult | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.error_code == ErrorCode.NONE
+
+    @property
+    def cycles_per_s(self) -> float:
+        return self.cycles / self.sim_wall_s if self.sim_wall_s else 0.0
+
+
+def build_npu(config, *, waves: bool = False, progress=None) -> BuildResult:
+    """Verilate ``NPU(config)`` as module ``npu`` (cached by hash)."""
+    from flashnpu.hw.npu import NPU
+    return build(NPU(load_config(config)), "npu", HARNESS, waves=waves, progress=progress)
+
+
+def default_timeout(config, program) -> int:
+    """A watchdog far above any legal run: every instruction's work done serially, times 8.
+
+    Per instruction: its DMA beats (rows * chunks * row bytes / beat) or its
+    array rows (m_rows * k_chunks * n_blocks, plus a fill of 2*dim) or its
+    vector rows (rows * blocks), plus a fetch round trip of 64 cycles.
+    """
+    from flashnpu.sw.asm import decode_word
+    from flashnpu.sw.isa import Opcode
+    cfg = load_config(config)
+    total = 0
+    for w in program.words:
+        f = decode_word(int(w))
+        op = f["opcode"]
+        if op in (Opcode.LOAD, Opcode.STORE):
+            rb = cfg.acc_row_bytes if f.get("mem") else cfg.spad_row_bytes
+            work = f["rows"] * f["chunks"] * max(1, rb // cfg.dma_beat_bytes)
+        elif op == Opcode.MATMUL:
+            work = f["m_rows"] * f["k_chunks"] * f["n_blocks"] + 2 * cfg.dim * f["k_chunks"] * f["n_blocks"]
+        elif op == Opcode.VECTOR:
+            work = f["rows"] * f["blocks"] + 64
+        else:
+            work = 0
+        total += work + 64
+    return 8 * total + 20_000
+
+
+def _words(program):
+    return [int(w) for w in program.words]
+
+
+def run_program(config, program, dram_image, *, backpressure: bool = False, waves: bool = False,
+                timeout_cycles: int | None = None, mem_size: int | None = None, slverr=(),
+                seed: int = 0, memory: str = "axiram", lat: int | None = None, progress=None,
+                run_dir=None, wall_timeout_s: float = 7200) -> RtlResult:
+    """Run ``program`` (``.words``, ``.prog_addr``) on the Verilated NPU with DRAM ``dram_image``.
+
+    The program words are written into (a copy of) the image at
+    ``program.prog_addr``. The DRAM is ``mem_size`` bytes (default: the
+    image); an access at or beyond it answers DECERR, one in a ``slverr``
+    range ``(lo, hi)`` SLVERR. ``backpressure`` adds random stalls on every
+    AXI channel. ``timeout_cycles`` (default :func:`default_timeout`) arms the
+    watchdog: :class:`RtlTimeout` then names each queue's state. An NPU error
+    (bad instruction, AXI error) is not an exception: it is ``error_code``.
+    ``memory`` is ``"axiram"`` (cocotbext-axi's ``AxiRam``, the only one so far);
+    ``lat`` is accepted for the fast memory's interface and must be None here.
+    """
+    t0 = time.monotonic()
+    cfg = load_config(config)
+    if memory != "axiram":
+        raise ValueError(f"memory = {memory!r}: only 'axiram' is supported by this backend so far")
+    if lat is not None:
+        raise ValueError("lat: the AxiRam memory has no latency setting (use lat=None)")
+    img = np.array(np.asarray(dram_image, dtype=np.uint8).reshape(-1), copy=True)
+    code = np.frombuffer(program_bytes(_words(program)), dtype=np.uint8)
+    pa = int(program.prog_addr)
+    if pa % 32 or pa + code.size > img.size:
+        raise ValueError(f"program of {code.size} B at prog_addr {pa:#x} does not fit the "
+                         f"{img.size}-byte image (or prog_addr is not 32-byte aligned)")
+    img[pa:pa + code.size] = code
+    mem_size = int(mem_size if mem_size is not None else img.size)
+    if mem_size < img.size:
+        raise ValueError(f"mem_size = {mem_size}: smaller than the image ({img.size} B)")
+    timeout = int(timeout_cycles if timeout_cycles is not None else default_timeout(cfg, program))
+
+    b = build_npu(cfg, waves=waves, progress=progress)
+    if run_dir is None:
+        import tempfile
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=b.dir))
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(run_dir / "input.npz", dram=img)
+    (run_dir / "input.json").write_text(json.dumps({
+        "prog_addr": pa, "mem_size": mem_size, "timeout_cycles": timeout,
+        "backpressure": bool(backpressure), "seed": int(seed),
+        "slverr": [[int(lo), int(hi)] for lo, hi in slverr]}, indent=2))
+    for f in ("output.npz", "result.json"):
+        (run_dir / f).unlink(missing_ok=True)
+    if progress is not None:
+        progress(f"simulating ({len(program.words)} instructions, watchdog {timeout} cycles)")
+    res = run_cocotb(b, HARNESS, run_dir=run_dir, waves=waves, timeout_s=wall_timeout_s)
+    rfile = run_dir / "result.json"
+    if not rfile.exists():
+        raise RtlError(f"the RTL run did not complete: {res.summary()}")
+    r = json.loads(rfile.read_text())
+    if r.get("timeout"):
+        raise RtlTimeout(r["message"] + f" (run folder {run_dir})")
+    if not res.passed:
+        raise RtlError(f"the cocotb harness failed: {res.summary()}")
+    dram = np.load(run_dir / "output.npz")["dram"]
+    try:
+        code = ErrorCode(r["error_code"])
+    except ValueError:
+        raise RtlError(f"STATUS {r['status']:#x} holds an error code {r['error_code']} "
+                       "that sw/isa.py does not know")
+    return RtlResult(dram=dram, cycles=int(r["cycles"]), counters=r["counters"], error_code=code,
+                     error_pc=int(r["error_pc"]), wall_s=time.monotonic() - t0,
+                     build_s=b.build_s, sim_wall_s=float(r["sim_wall_s"]), status=int(r["status"]),
+                     run_dir=run_dir, build=b)
+
+
+# ============================================================ command line
+def _tensors(wl, seed):
+    from flashnpu.sw import reference
+    from flashnpu.sw.workload import AttentionWorkload
+    rng = np.random.default_rng(seed)
+    if isinstance(wl, AttentionWorkload):
+        return reference.make_attention_tensors(wl, rng)
+    return reference.make_gemm_tensors(wl, rng)
+
+
+def _float_error(wl, tensors, outputs):
+    """(max abs error, in units of the output scale) of the RTL outputs against float64."""
+    from flashnpu.sw import reference
+    from flashnpu.sw.workload import AttentionWorkload
+    if isinstance(wl, AttentionWorkload):
+        ref = reference.reference_attention(wl, tensors) / wl.out_scale
+        got = outputs["O"].astype(np.float64)
+        return float(np.max(np.abs(got - ref))), "output LSBs vs float64 attention"
+    ref = reference.reference_gemm(tensors["A"], tensors["B"])
+    got = outputs["C"]
+    return float(np.max(np.abs(got.astype(np.int64) - ref.astype(np.int64)))), "vs exact integer GEMM"
+
+
+def cli_run(args) -> int:
+    """``flashnpu run``: compile, build, simulate, compare with the golden model, report."""
+    from flashnpu.sw.compiler import compile_workload, workload_from_args
+    from flashnpu.sw.golden import GoldenNPU, NpuError
+
+    cfg = load_config(args.config)
+    wl = workload_from_args(args)
+    prog = compile_workload(wl, cfg)
+    tensors = _tensors(wl, args.seed)
+    image = prog.pack(tensors)
+    print(f"compiled: {prog.instructions} instructions, DRAM image {prog.dram_bytes} B, "
+          f"tiling {prog.tiling}")
+
+    def progress(msg):
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    try:
+        gold = GoldenNPU(cfg).run(image, prog.prog_addr).dram
+        gold_err = None
+    except NpuError as e:
+        gold, gold_err = None, e
+    try:
+        rtl = run_program(cfg, prog, image, backpressure=args.backpressure, waves=args.waves,
+                          seed=args.seed, progress=progress)
+    except RtlError as e:
+        print(f"RTL run failed: {e}", file=sys.stderr)
+        return 1
+    print(f"build {rtl.build_s:.1f} s ({'cached' if rtl.build.cached else 'cold'}), "
+          f"simulation {rtl.sim_wall_s:.1f} s ({rtl.cycles_per_s:,.0f} cycles/s)")
+    if args.waves:
+        print(f"waves: {rtl.run_dir / 'dump.fst'}")
+    ok = True
+    if rtl.error_code != ErrorCode.NONE or gold_err is not None:
+        print(f"RTL stopped with {rtl.error_code.name} at pc {rtl.error_pc}; golden: "
+              f"{gold_err if gold_err is not None else 'done'}")
+        ok = gold_err is not None and gold_err.code == rtl.error_code and gold_err.pc == rtl.error_pc
+    else:
+        outs, gouts = prog.unpack(rtl.dram), prog.unpack(gold)
+        for name in gouts:
+            bad = np.argwhere(outs[name] != gouts[name])
+            if len(bad):
+                ok = False
+                i = tuple(int(x) for x in bad[0])
+                print(f"MISMATCH {name}: {len(bad)} of {outs[name].size} elements differ; first at "
+                      f"{i}: RTL {outs[name][i]}, golden {gouts[name][i]}")
+            else:
+                print(f"match: {name} {outs[name].shape} bit-exact with the golden model")
+        err, what = _float_error(wl, tensors, outs)
+        print(f"max error {err:g} ({what})")
+    util = prog.macs_useful / (cfg.dim * cfg.dim * rtl.cycles) if rtl.cycles else 0.0
+    print(f"RTL cycles {rtl.cycles:,}; PE utilization {util:.1%} "
+          f"({prog.macs_useful:,} useful MACs on {cfg.dim}x{cfg.dim})")
+    for k, v in rtl.counters.items():
+        frac = f" ({v / rtl.cycles:.1%})" if rtl.cycles and not k.startswith("BYTES") \
+            and k not in ("CYCLES", "INSTRUCTIONS") else ""
+        print(f"  {k:<15} {v:>14,}{frac}")
+    if getattr(args, "trace", None):
+        from flashnpu.sw.perfmodel import predict
+        from flashnpu.sw.trace import write_trace
+        perf = predict(cfg, prog.words)
+        p = write_trace(args.trace, perf, prog.words, title=f"flashnpu {wl} (performance model)")
+        print(f"trace (performance model timeline; RTL cycles {rtl.cycles:,}, model "
+              f"{perf.cycles:,}): {p}")
+    print("RESULT: " + ("match" if ok else "MISMATCH"))
+    return 0 if ok else 1
