@@ -56,6 +56,7 @@ class Divider(wiring.Component):
     def __init__(self, *, bits_per_cycle=2):
         k = operator.index(bits_per_cycle)
         if not 1 <= k <= _NUM_BITS:
+            self._MustUse__used = True      # a failed constructor is not an unused component
             raise ValueError(f"bits_per_cycle = {k}: must be in 1..{_NUM_BITS}")
         self._k = k
         self._cycles = -(-_NUM_BITS // k)

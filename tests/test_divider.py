@@ -89,7 +89,6 @@ def test_other_radices_with_gaps(k):
     check(pairs, bits_per_cycle=k, gap=2)
 
 
-@pytest.mark.filterwarnings("ignore:.*created but never used")
 def test_bad_parameter():
     with pytest.raises(ValueError, match="bits_per_cycle"):
         Divider(bits_per_cycle=0)
