@@ -22,10 +22,9 @@ from flashnpu.sw.isa import ErrorCode
 from flashnpu.cosim.build import BuildResult, build, run_cocotb
 
 __all__ = ["RtlResult", "RtlError", "RtlTimeout", "build_npu", "default_timeout", "run_program",
-           "cli_run", "HARNESS"]
+           "compare_outputs", "cli_run", "HARNESS"]
 
 HARNESS = "flashnpu.cosim.harness"
-FAST_HARNESS = "flashnpu.cosim.harness"
 
 
 class RtlError(RuntimeError):
@@ -212,6 +211,19 @@ def _float_error(wl, tensors, outputs):
     return float(np.max(np.abs(got.astype(np.int64) - ref.astype(np.int64)))), "vs exact integer GEMM"
 
 
+def compare_outputs(program, rtl_dram, golden_dram) -> list[str]:
+    """Bit-exact comparison of every output tensor; one line per tensor that differs (empty: match)."""
+    outs, gouts = program.unpack(rtl_dram), program.unpack(golden_dram)
+    problems = []
+    for name in gouts:
+        bad = np.argwhere(outs[name] != gouts[name])
+        if len(bad):
+            i = tuple(int(x) for x in bad[0])
+            problems.append(f"{name}: {len(bad)} of {outs[name].size} elements differ; first at {i}: "
+                            f"RTL {outs[name][i]}, golden {gouts[name][i]}")
+    return problems
+
+
 def cli_run(args) -> int:
     """``flashnpu run``: compile, build, simulate, compare with the golden model, report."""
     from flashnpu.sw.compiler import compile_workload, workload_from_args
@@ -249,16 +261,14 @@ def cli_run(args) -> int:
               f"{gold_err if gold_err is not None else 'done'}")
         ok = gold_err is not None and gold_err.code == rtl.error_code and gold_err.pc == rtl.error_pc
     else:
-        outs, gouts = prog.unpack(rtl.dram), prog.unpack(gold)
-        for name in gouts:
-            bad = np.argwhere(outs[name] != gouts[name])
-            if len(bad):
-                ok = False
-                i = tuple(int(x) for x in bad[0])
-                print(f"MISMATCH {name}: {len(bad)} of {outs[name].size} elements differ; first at "
-                      f"{i}: RTL {outs[name][i]}, golden {gouts[name][i]}")
-            else:
-                print(f"match: {name} {outs[name].shape} bit-exact with the golden model")
+        problems = compare_outputs(prog, rtl.dram, gold)
+        ok = not problems
+        for line in problems:
+            print(f"MISMATCH {line}")
+        outs = prog.unpack(rtl.dram)
+        if ok:
+            print("match: " + ", ".join(f"{n} {a.shape}" for n, a in outs.items())
+                  + " bit-exact with the golden model")
         err, what = _float_error(wl, tensors, outs)
         print(f"max error {err:g} ({what})")
     util = prog.macs_useful / (cfg.dim * cfg.dim * rtl.cycles) if rtl.cycles else 0.0
