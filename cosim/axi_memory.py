@@ -1,0 +1,416 @@
+"""A fast simulated DRAM: an AXI4 slave in HDL with the "ideal slave" timing of docs/dma.md.
+
+cocotbext-axi's ``AxiRam`` moves about 18k beats/s because every beat is a
+Python coroutine step; this memory lives in the Verilated model, so a beat
+costs one simulated clock. The testbench loads and reads the image through a
+backdoor port, one word per clock. Simulation only (not part of the NPU), hence
+``cosim/``. See ``docs/axi_memory.md``.
+"""
+
+import operator
+from types import SimpleNamespace
+
+from amaranth import *
+from amaranth.lib import data, fifo, memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from flashnpu.hw.axi import AXI4LiteSignature, AXI4Signature, RESP_DECERR, RESP_SLVERR
+
+__all__ = ["AxiMemory", "SimTop", "STORAGE_MODULE", "STORAGE_VERILOG", "with_storage",
+           "sim_top_verilog"]
+
+#: Width of the free-running cycle counter and of the timestamps in the queues;
+#: compared by signed difference, so only waits under 2**31 cycles are exact.
+STAMP_BITS = 32
+
+
+#: Verilog module of the word array when ``storage="verilog"``.
+STORAGE_MODULE = "flashnpu_dram_storage"
+
+# Amaranth writes one initial statement per memory word (and builds the whole
+# init value bit by bit first), so a 16 MiB lib.memory.Memory takes many
+# minutes to convert and gives a Verilog file of a million lines. This module
+# is the same array (non-transparent sync reads, byte-enable write port, a
+# full-word backdoor write port), zeroed by one loop.
+STORAGE_VERILOG = f"""
+module {STORAGE_MODULE} #(parameter WIDTH = 32, parameter DEPTH = 1024, parameter ABITS = 10) (
+  input clk,
+  input [ABITS-1:0] ra_addr, input ra_en, output reg [WIDTH-1:0] ra_data,
+  input [ABITS-1:0] rb_addr, output reg [WIDTH-1:0] rb_data,
+  input [ABITS-1:0] wa_addr, input [WIDTH/8-1:0] wa_en, input [WIDTH-1:0] wa_data,
+  input [ABITS-1:0] wb_addr, input wb_en, input [WIDTH-1:0] wb_data
+);
+  reg [WIDTH-1:0] mem [0:DEPTH-1];
+  wire [WIDTH-1:0] wa_mask;
+  genvar g;
+  generate
+    for (g = 0; g < WIDTH/8; g = g + 1) begin : lanes
+      assign wa_mask[g*8 +: 8] = {{8{{wa_en[g]}}}};
+    end
+  endgenerate
+  integer i;
+  initial begin
+    for (i = 0; i < DEPTH; i = i + 1) mem[i] = {{WIDTH{{1'b0}}}};
+    ra_data = {{WIDTH{{1'b0}}}};
+    rb_data = {{WIDTH{{1'b0}}}};
+  end
+  always @(posedge clk) begin
+    if (ra_en) ra_data <= mem[ra_addr];
+    rb_data <= mem[rb_addr];
+    if (|wa_en) mem[wa_addr] <= (mem[wa_addr] & ~wa_mask) | (wa_data & wa_mask);
+    if (wb_en) mem[wb_addr] <= wb_data;
+  end
+endmodule
+"""
+
+
+def with_storage(verilog_text):
+    """``verilog_text`` with the storage module appended (for designs holding ``AxiMemory(storage="verilog")``)."""
+    return verilog_text + STORAGE_VERILOG
+
+
+def _log2(n):
+    return (n - 1).bit_length()
+
+
+def _later(a, b):
+    """Whether stamp ``a`` is after stamp ``b`` (signed difference, wraps safely)."""
+    return (b - a)[STAMP_BITS - 1]
+
+
+def _due(ready, now):
+    """Whether an event ready at stamp ``ready`` may be shown on the bus in cycle ``now + 1``."""
+    return ~(now + 1 - ready)[STAMP_BITS - 1]
+
+
+class AxiMemory(wiring.Component):
+    """Serve AXI4 INCR bursts from a memory with a fixed latency, as the ideal slave of docs/dma.md.
+
+    A read burst whose AR handshake is in cycle ``h`` has its first beat on R in
+    cycle ``h + 1 + lat`` (later if R is still busy with earlier bursts), then
+    one beat per cycle while ``rready``; bursts answer in AR order. A write
+    burst whose last W handshake is in cycle ``w`` has its B in cycle
+    ``w + 1 + lat`` (later if B is busy, or if its AW came after its data).
+    ``arready``, ``awready`` and ``wready`` are high unless their queue of
+    ``queue_depth`` entries is full (never, for a master that takes R and B
+    at once and keeps fewer than ``queue_depth`` bursts outstanding).
+
+    Beats at byte addresses ``>= size_bytes`` answer DECERR; beats in
+    ``[slverr_base, slverr_base + slverr_size)`` answer SLVERR. An error beat
+    reads 0 and is not written. ``arsize``/``awsize`` and the burst type are
+    not looked at: every burst is INCR with full beats (what the DMA issues).
+
+    Parameters
+    ----------
+    addr_width, data_width, id_width : int
+        The AXI4 widths (``AXI4Signature``).
+    size_bytes : int
+        Memory size; a multiple of the beat (``data_width // 8``).
+    lat : int
+        Latency as in the ideal slave model; at least 1.
+    queue_depth : int
+        Entries of the AR, AW, W and B queues.
+    slverr_base, slverr_size : int
+        Initial SLVERR window (empty by default); the backdoor can change it.
+    storage : str
+        ``"memory"``: the words are a ``lib.memory.Memory`` (Amaranth's
+        simulator, small Verilog). ``"verilog"``: an instance of
+        :data:`STORAGE_MODULE`, whose text :func:`with_storage` appends to the
+        converted Verilog (fast to convert at any size; Verilator only).
+
+    Members
+    -------
+    axi : In(AXI4Signature)
+        The slave port. R and B outputs are registers; ``rdata`` is the
+        memory read port (zeroed for error beats).
+    bd_addr : In(range(depth))
+        Backdoor word index (``depth = size_bytes // beat``).
+    bd_wdata, bd_we : In
+        Backdoor write: ``bd_wdata`` is stored at ``bd_addr`` at the clock edge
+        when ``bd_we``. Only while no AXI write touches the same word.
+    bd_rdata : Out
+        The word at the ``bd_addr`` of the previous cycle.
+    bd_slverr_we, bd_slverr_base, bd_slverr_size : In
+        Set the SLVERR window at the clock edge when ``bd_slverr_we``.
+    """
+
+    def __init__(self, *, addr_width, data_width, id_width, size_bytes, lat, queue_depth=16,
+                 slverr_base=0, slverr_size=0, storage="memory"):
+        sig = AXI4Signature(addr_width=addr_width, data_width=data_width, id_width=id_width)
+        beat = data_width // 8
+        size_bytes = operator.index(size_bytes)
+        if size_bytes <= 0 or size_bytes % beat or size_bytes > 1 << addr_width:
+            raise ValueError(f"size_bytes must be a positive multiple of the beat ({beat} B) "
+                             f"of at most 2**addr_width, not {size_bytes}")
+        lat = operator.index(lat)
+        if lat < 1:
+            raise ValueError(f"lat must be at least 1, not {lat}")
+        queue_depth = operator.index(queue_depth)
+        if queue_depth < 2:
+            raise ValueError(f"queue_depth must be at least 2, not {queue_depth}")
+        for name, v in (("slverr_base", slverr_base), ("slverr_size", slverr_size)):
+            if not 0 <= v < 1 << addr_width:
+                raise ValueError(f"{name} must be between 0 and 2**addr_width - 1, not {v}")
+        if storage not in ("memory", "verilog"):
+            raise ValueError(f"storage must be 'memory' or 'verilog', not {storage!r}")
+        self._storage_kind = storage
+        self._addr_width = addr_width
+        self._beat = beat
+        self._size = size_bytes
+        self._depth = size_bytes // beat
+        self._lat = lat
+        self._qdepth = queue_depth
+        self._slverr = (slverr_base, slverr_size)
+        self._data = (memory.MemoryData(shape=unsigned(data_width), depth=self._depth, init=[])
+                      if storage == "memory" else None)
+        super().__init__({
+            "axi": In(sig),
+            "bd_addr": In(range(self._depth)),
+            "bd_wdata": In(data_width),
+            "bd_we": In(1),
+            "bd_rdata": Out(data_width),
+            "bd_slverr_we": In(1),
+            "bd_slverr_base": In(addr_width),
+            "bd_slverr_size": In(addr_width),
+        })
+
+    @property
+    def size_bytes(self):
+        return self._size
+
+    @property
+    def depth(self):
+        """Memory words (beats)."""
+        return self._depth
+
+    @property
+    def lat(self):
+        return self._lat
+
+    @property
+    def memory_data(self):
+        """The words (``MemoryData``, for ``ctx.get``/``ctx.set`` in Amaranth's simulator); None for Verilog storage."""
+        return self._data
+
+    def elaborate(self, platform):
+        m = Module()
+        axi = self.axi
+        sig = axi.signature
+        aw_bits = self._addr_width
+        bb = sig.data_width
+        lg_beat = _log2(self._beat)
+        lat = self._lat
+        qd = self._qdepth
+
+        now = Signal(STAMP_BITS)
+        m.d.sync += now.eq(now + 1)
+
+        err_base = Signal(aw_bits, init=self._slverr[0])
+        err_size = Signal(aw_bits, init=self._slverr[1])
+        with m.If(self.bd_slverr_we):
+            m.d.sync += [err_base.eq(self.bd_slverr_base), err_size.eq(self.bd_slverr_size)]
+
+        def beat_addr(base, k):
+            # One bit wider than the bus, so a burst running off the top is out of range.
+            return ((base >> lg_beat) + k) << lg_beat
+
+        def resp_of(a):
+            off = Signal(aw_bits + 2)
+            m.d.comb += off.eq(a - err_base)
+            return Mux(a >= self._size, RESP_DECERR,
+                       Mux((a >= err_base) & (off < err_size), RESP_SLVERR, 0))
+
+        def index(a):
+            return a[lg_beat:lg_beat + max(1, _log2(self._depth))]
+
+        rd, wr, bd_rd, bd_wr = self._storage(m, bb)
+        m.d.comb += [bd_rd.addr.eq(self.bd_addr), bd_rd.en.eq(1), self.bd_rdata.eq(bd_rd.data),
+                     bd_wr.addr.eq(self.bd_addr), bd_wr.data.eq(self.bd_wdata),
+                     bd_wr.en.eq(self.bd_we)]
+
+        # ------------------------------------------------------------------ reads
+        ar_layout = data.StructLayout({"id": sig.id_width, "addr": aw_bits, "len": 8,
+                                       "ready": STAMP_BITS})
+        arq = m.submodules.arq = fifo.SyncFIFO(width=ar_layout.size, depth=qd)
+        ar_in = Signal(ar_layout)
+        m.d.comb += [ar_in.id.eq(axi.arid), ar_in.addr.eq(axi.araddr), ar_in.len.eq(axi.arlen),
+                     ar_in.ready.eq(now + 1 + lat),
+                     axi.arready.eq(arq.w_rdy), arq.w_en.eq(axi.arvalid), arq.w_data.eq(ar_in)]
+        ar = Signal(ar_layout)
+        m.d.comb += ar.eq(arq.r_data)
+
+        r_beat = Signal(8)
+        r_err = Signal()
+        r_addr = Signal(aw_bits + 1)
+        m.d.comb += r_addr.eq(beat_addr(ar.addr, r_beat))
+        r_resp = Signal(2)
+        m.d.comb += r_resp.eq(resp_of(r_addr))
+        # The next beat is read in the cycle before it is shown: the read port
+        # is the R data register, and it holds while R waits for rready.
+        r_go = Signal()
+        m.d.comb += r_go.eq((~axi.rvalid | axi.rready) & arq.r_rdy & _due(ar.ready, now))
+        m.d.comb += [rd.addr.eq(index(r_addr)), rd.en.eq(r_go),
+                     axi.rdata.eq(Mux(r_err, 0, rd.data))]
+        with m.If(r_go):
+            r_last = r_beat == ar.len
+            m.d.sync += [axi.rvalid.eq(1), axi.rid.eq(ar.id), axi.rresp.eq(r_resp),
+                         axi.rlast.eq(r_last), r_err.eq(r_resp != 0)]
+            with m.If(r_last):
+                m.d.comb += arq.r_en.eq(1)
+                m.d.sync += r_beat.eq(0)
+            with m.Else():
+                m.d.sync += r_beat.eq(r_beat + 1)
+        with m.Elif(axi.rready):
+            m.d.sync += axi.rvalid.eq(0)
+
+        # ----------------------------------------------------------------- writes
+        aw_layout = data.StructLayout({"id": sig.id_width, "addr": aw_bits, "len": 8,
+                                       "stamp": STAMP_BITS})
+        awq = m.submodules.awq = fifo.SyncFIFO(width=aw_layout.size, depth=qd)
+        aw_in = Signal(aw_layout)
+        m.d.comb += [aw_in.id.eq(axi.awid), aw_in.addr.eq(axi.awaddr), aw_in.len.eq(axi.awlen),
+                     aw_in.stamp.eq(now),
+                     axi.awready.eq(awq.w_rdy), awq.w_en.eq(axi.awvalid), awq.w_data.eq(aw_in)]
+        aw = Signal(aw_layout)
+        m.d.comb += aw.eq(awq.r_data)
+
+        # W beats that cannot be written at once (no AW yet, or older beats
+        # waiting) queue here; otherwise a beat is written in its handshake
+        # cycle, so B can follow it after exactly lat + 1 cycles.
+        w_layout = data.StructLayout({"data": bb, "strb": bb // 8, "stamp": STAMP_BITS})
+        wq = m.submodules.wq = fifo.SyncFIFO(width=w_layout.size, depth=qd)
+        w_in = Signal(w_layout)
+        m.d.comb += [w_in.data.eq(axi.wdata), w_in.strb.eq(axi.wstrb), w_in.stamp.eq(now),
+                     axi.wready.eq(wq.w_rdy)]
+        w_hs = Signal()
+        m.d.comb += w_hs.eq(axi.wvalid & wq.w_rdy)
+        w = Signal(w_layout)
+        m.d.comb += w.eq(Mux(wq.r_rdy, wq.r_data, w_in))
+        w_have = Signal()
+        m.d.comb += w_have.eq(wq.r_rdy | w_hs)
+
+        b_layout = data.StructLayout({"id": sig.id_width, "resp": 2, "ready": STAMP_BITS})
+        bq = m.submodules.bq = fifo.SyncFIFO(width=b_layout.size, depth=qd)
+
+        w_beat = Signal(8)
+        w_acc = Signal(2)            # worst response of the burst so far
+        w_addr = Signal(aw_bits + 1)
+        m.d.comb += w_addr.eq(beat_addr(aw.addr, w_beat))
+        w_resp = Signal(2)
+        m.d.comb += w_resp.eq(resp_of(w_addr))
+        w_go = Signal()
+        m.d.comb += w_go.eq(awq.r_rdy & w_have & bq.w_rdy)
+        m.d.comb += [wq.r_en.eq(w_go),
+                     wq.w_en.eq(w_hs & ~(w_go & ~wq.r_rdy)), wq.w_data.eq(w_in),
+                     wr.addr.eq(index(w_addr)), wr.data.eq(w.data),
+                     wr.en.eq(Mux(w_go & (w_resp == 0), w.strb, 0))]
+        worst = Signal(2)
+        m.d.comb += worst.eq(Mux(w_resp > w_acc, w_resp, w_acc))
+        b_in = Signal(b_layout)
+        last_stamp = Mux(_later(aw.stamp, w.stamp), aw.stamp, w.stamp)
+        m.d.comb += [b_in.id.eq(aw.id), b_in.resp.eq(worst), b_in.ready.eq(last_stamp + 1 + lat),
+                     bq.w_data.eq(b_in)]
+        with m.If(w_go):
+            with m.If(w_beat == aw.len):
+                m.d.comb += [awq.r_en.eq(1), bq.w_en.eq(1)]
+                m.d.sync += [w_beat.eq(0), w_acc.eq(0)]
+            with m.Else():
+                m.d.sync += [w_beat.eq(w_beat + 1), w_acc.eq(worst)]
+
+        b = Signal(b_layout)
+        m.d.comb += b.eq(bq.r_data)
+        with m.If(~axi.bvalid | axi.bready):
+            b_go = bq.r_rdy & _due(b.ready, now)
+            m.d.comb += bq.r_en.eq(b_go)
+            m.d.sync += [axi.bvalid.eq(b_go), axi.bid.eq(b.id), axi.bresp.eq(b.resp)]
+        return m
+
+    def _storage(self, m, bb):
+        """The word array's ports: AXI read (sync, ``en``), AXI write (byte enables), backdoor read and write."""
+        if self._storage_kind == "memory":
+            mem = m.submodules.mem = memory.Memory(data=self._data)
+            return mem.read_port(), mem.write_port(granularity=8), mem.read_port(), mem.write_port()
+        abits = max(1, _log2(self._depth))
+        ports = [
+            SimpleNamespace(addr=Signal(abits, name="ra_addr"), en=Signal(name="ra_en"),
+                            data=Signal(bb, name="ra_data")),
+            SimpleNamespace(addr=Signal(abits, name="wa_addr"), en=Signal(bb // 8, name="wa_en"),
+                            data=Signal(bb, name="wa_data")),
+            SimpleNamespace(addr=Signal(abits, name="rb_addr"), en=Signal(name="rb_en"),
+                            data=Signal(bb, name="rb_data")),
+            SimpleNamespace(addr=Signal(abits, name="wb_addr"), en=Signal(name="wb_en"),
+                            data=Signal(bb, name="wb_data")),
+        ]
+        ra, wa, rb, wb = ports
+        m.submodules.mem = Instance(
+            STORAGE_MODULE, p_WIDTH=bb, p_DEPTH=self._depth, p_ABITS=abits,
+            i_clk=ClockSignal(),
+            i_ra_addr=ra.addr, i_ra_en=ra.en, o_ra_data=ra.data,
+            i_rb_addr=rb.addr, o_rb_data=rb.data,
+            i_wa_addr=wa.addr, i_wa_en=wa.en, i_wa_data=wa.data,
+            i_wb_addr=wb.addr, i_wb_en=wb.en, i_wb_data=wb.data)
+        return ports
+
+
+class SimTop(wiring.Component):
+    """Wrap the NPU and an ``AxiMemory`` as its DRAM: the top level for co-simulation.
+
+    Parameters
+    ----------
+    config : NPUConfig
+        The NPU's configuration; the memory takes its AXI widths.
+    mem_bytes : int
+        DRAM size.
+    lat : int
+        DRAM latency (``AxiMemory``).
+    slverr_base, slverr_size : int
+        Initial SLVERR window of the memory.
+    storage : str
+        The memory's ``storage``; ``"verilog"`` by default (a SimTop is for
+        Verilator), so convert with :func:`sim_top_verilog` or :func:`with_storage`.
+
+    Members
+    -------
+    s_axil : In(AXI4LiteSignature(addr_width=8))
+        The NPU's register port, for the host (Verilog ``s_axil__awaddr`` ...).
+    irq : Out(1)
+        The NPU's interrupt.
+    bd_* :
+        The memory's backdoor port (see ``AxiMemory``).
+    """
+
+    def __init__(self, config, *, mem_bytes, lat, slverr_base=0, slverr_size=0,
+                 storage="verilog"):
+        self._cfg = config
+        self._mem = AxiMemory(addr_width=config.axi_addr_bits, data_width=config.dma_data_bits,
+                              id_width=config.axi_id_bits, size_bytes=mem_bytes, lat=lat,
+                              slverr_base=slverr_base, slverr_size=slverr_size, storage=storage)
+        mem_sig = self._mem.signature.members
+        super().__init__({
+            "s_axil": In(AXI4LiteSignature(addr_width=8)),
+            "irq": Out(1),
+            **{name: mem_sig[name] for name in mem_sig if name.startswith("bd_")},
+        })
+
+    def elaborate(self, platform):
+        # Imported here: the simulation memory does not need the NPU to exist.
+        from flashnpu.hw.npu import NPU
+        m = Module()
+        npu = m.submodules.npu = NPU(self._cfg)
+        mem = m.submodules.dram = self._mem
+        wiring.connect(m, npu.m_axi, mem.axi)
+        wiring.connect(m, wiring.flipped(self.s_axil), npu.s_axil)
+        m.d.comb += self.irq.eq(npu.irq)
+        for name in self.signature.members:
+            if name.startswith("bd_"):
+                if self.signature.members[name].flow == wiring.In:
+                    m.d.comb += getattr(mem, name).eq(getattr(self, name))
+                else:
+                    m.d.comb += getattr(self, name).eq(getattr(mem, name))
+        return m
+
+
+def sim_top_verilog(config, *, mem_bytes, lat, name="sim_top", **kwargs):
+    """The Verilog of ``SimTop(config, mem_bytes=..., lat=..., **kwargs)`` (top module ``name``), storage included."""
+    from flashnpu.cosim.verilog import to_verilog
+    return with_storage(to_verilog(SimTop(config, mem_bytes=mem_bytes, lat=lat, **kwargs), name))

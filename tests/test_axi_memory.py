@@ -1,0 +1,248 @@
+"""AxiMemory in Amaranth's simulator: behind the DmaEngine (exact ideal-slave cycle model,
+data, errors), against a direct AXI master (IDs, strobes, W before AW, backpressure, full
+queues) and through its backdoor; and Verilated behind the DmaEngine (rate, LOAD/STORE data).
+"""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from flashnpu.cosim.axi_memory import AxiMemory
+from flashnpu.hw.dma_engine import DmaEngine
+from flashnpu.sw.config import load_config
+from flashnpu.sw.isa import ErrorCode, Mem, Opcode, encode
+from flashnpu.sw.perfmodel import LoadModel, StoreModel, plan_bursts
+
+from test_dma_engine import Sram, dma, expect_load, expect_store
+
+TINY = load_config("tiny")
+MEM_BYTES = 1 << 14
+
+
+class Pair(Elaboratable):
+    """A DmaEngine whose master is an AxiMemory."""
+
+    def __init__(self, cfg, *, mem_bytes=MEM_BYTES, lat, **kwargs):
+        self.dma = DmaEngine(cfg)
+        self.mem = AxiMemory(addr_width=cfg.axi_addr_bits, data_width=cfg.dma_data_bits,
+                             id_width=cfg.axi_id_bits, size_bytes=mem_bytes, lat=lat, **kwargs)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dma = self.dma
+        m.submodules.mem = self.mem
+        wiring.connect(m, self.dma.m_axi, self.mem.axi)
+        return m
+
+
+def random_image(nbytes, seed):
+    rng = random.Random(seed)
+    return bytes(rng.randrange(256) for _ in range(nbytes))
+
+
+def run_dma(cfg, instrs, *, lat, image, seed=7, max_cycles=20000, prologue=None, **kwargs):
+    """Run LOAD/STORE queues (each in order, offered back to back) on the DmaEngine + AxiMemory.
+
+    ``prologue(ctx, pair)`` runs first (e.g. backdoor writes). Returns the SRAMs,
+    the timeline [(opcode, accept, done)] with cycles counted from the first
+    offer, the unit errors and the memory image afterwards.
+    """
+    rng = random.Random(seed)
+    pair = Pair(cfg, lat=lat, **kwargs)
+    dut = pair.dma
+    beat = cfg.dma_beat_bytes
+    spad = Sram(cfg.spad_rows, cfg.spad_row_bytes, rng)
+    acc = Sram(cfg.acc_rows, cfg.acc_row_bytes, rng)
+    res = {"spad": spad, "acc": acc, "spad0": list(spad.rows), "acc0": list(acc.rows),
+           "timeline": [], "load_error": 0, "store_error": 0}
+    queues = {op: [f for o, f in instrs if o == op] for op in (Opcode.LOAD, Opcode.STORE)}
+
+    async def tb(ctx):
+        data = pair.mem.memory_data
+        for i in range(len(image) // beat):
+            ctx.set(data[i], int.from_bytes(image[i * beat:(i + 1) * beat], "little"))
+        if prologue is not None:
+            await prologue(ctx, pair)
+        units = {Opcode.LOAD: dut.load, Opcode.STORE: dut.store}
+        pos = {op: 0 for op in units}
+        waiting = {op: [] for op in units}
+        for now in range(max_cycles):
+            for op, unit in units.items():
+                if pos[op] < len(queues[op]):
+                    ctx.set(unit.instr.payload.as_value(), encode(op, **queues[op][pos[op]]))
+                    ctx.set(unit.instr.valid, 1)
+                else:
+                    ctx.set(unit.instr.valid, 0)
+            await spad.step(ctx, dut.spad_wr, dut.spad_rd)
+            await acc.step(ctx, dut.acc_wr, dut.acc_rd)
+            for op, unit in units.items():
+                if ctx.get(unit.done):
+                    waiting[op].pop(0)[2] = now
+                if ctx.get(unit.instr.valid) and ctx.get(unit.instr.ready):
+                    rec = [op, now, None]
+                    res["timeline"].append(rec)
+                    waiting[op].append(rec)
+                    pos[op] += 1
+            res["load_error"] = ctx.get(dut.load.error)
+            res["store_error"] = ctx.get(dut.store.error)
+            busy = ctx.get(dut.load.busy) or ctx.get(dut.store.busy)
+            issued = all(pos[op] == len(queues[op]) for op in units)
+            # A unit with an error takes nothing more and never signals done.
+            stopped = all(not waiting[op] and pos[op] == len(queues[op]) or ctx.get(units[op].error)
+                          for op in units)
+            if not busy and (stopped or (issued and not any(waiting.values()))):
+                for _ in range(3):   # catch stray writes
+                    await ctx.tick()
+                    await spad.step(ctx, dut.spad_wr, dut.spad_rd)
+                    await acc.step(ctx, dut.acc_wr, dut.acc_rd)
+                res["image"] = b"".join(ctx.get(data[i]).to_bytes(beat, "little")
+                                        for i in range(pair.mem.depth))
+                return
+            await ctx.tick()
+        raise AssertionError(f"timeout after {max_cycles} cycles: {res['timeline']}")
+
+    sim = Simulator(pair)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return res
+
+
+CASES = [
+    dma(Mem.SPAD, 0, 4, 200, 1, 0, 0),             # contiguous, long bursts
+    dma(Mem.ACC, 0x0FC0, 16, 30, 1, 0, 0),         # contiguous across 4 KiB
+    dma(Mem.SPAD, 0x100, 0x20, 12, 3, 0, 12),      # 3-beat bursts: slot-limited
+    dma(Mem.ACC, 0x100, 0x100, 6, 2, 0, 6),        # 8-beat bursts
+    dma(Mem.SPAD, 0x100, 0x8, 10, 1, 0, 0),        # 1-beat bursts
+    dma(Mem.SPAD, 0x3000, 4, 1, 1, 7, 0),          # one beat
+]
+
+
+@pytest.mark.parametrize("lat", [1, 10])
+def test_single_transfers_match_the_cycle_model(lat):
+    """Each transfer alone: accept-to-done cycles exactly as docs/dma.md's ideal slave says."""
+    image = random_image(MEM_BYTES, 1)
+    for f in CASES:
+        for op, model in ((Opcode.LOAD, LoadModel), (Opcode.STORE, StoreModel)):
+            res = run_dma(TINY, [(op, f)], lat=lat, image=image)
+            ((_, accept, done),) = res["timeline"]
+            m_accept, m_done = model(TINY, lat).issue(0, f)
+            assert done - accept == m_done - m_accept, (op, f)
+            if op == Opcode.LOAD:
+                rows = res["spad0"] if f["mem"] == Mem.SPAD else res["acc0"]
+                got = res["spad"].rows if f["mem"] == Mem.SPAD else res["acc"].rows
+                assert got == expect_load(TINY, rows, image, f)
+                assert res["image"] == image
+            else:
+                rows = res["spad0"] if f["mem"] == Mem.SPAD else res["acc0"]
+                assert res["image"] == bytes(expect_store(TINY, rows, image, f))
+
+
+@pytest.mark.parametrize("lat", [1, 10])
+def test_queued_loads_and_stores_match_the_cycle_model(lat):
+    """Back-to-back queues: every accept and done cycle as LoadModel/StoreModel, and the data."""
+    image = random_image(MEM_BYTES, 2)
+    res = run_dma(TINY, [(Opcode.LOAD, f) for f in CASES], lat=lat, image=image)
+    model = LoadModel(TINY, lat)
+    assert [(a, d) for _, a, d in res["timeline"]] == [model.issue(0, f) for f in CASES]
+    spad, acc = res["spad0"], res["acc0"]
+    for f in CASES:
+        if f["mem"] == Mem.SPAD:
+            spad = expect_load(TINY, spad, image, f)
+        else:
+            acc = expect_load(TINY, acc, image, f)
+    assert res["spad"].rows == spad and res["acc"].rows == acc
+
+    stores = CASES + [dma(Mem.ACC, 0x2000, 16, 40, 1, 20, 0)]
+    res = run_dma(TINY, [(Opcode.STORE, f) for f in stores], lat=lat, image=image)
+    model = StoreModel(TINY, lat)
+    assert [(a, d) for _, a, d in res["timeline"]] == [model.issue(0, f) for f in stores]
+    want = image
+    for f in stores:
+        want = expect_store(TINY, res["spad0"] if f["mem"] == Mem.SPAD else res["acc0"], want, f)
+    assert res["image"] == bytes(want)
+
+
+def test_default_config_queue_matches_the_model():
+    """128-bit beats, 4 read slots: a LOAD queue and a STORE queue, exact at lat = 10."""
+    cfg = load_config("default")
+    image = random_image(MEM_BYTES, 3)
+    fs = [dma(Mem.SPAD, 0x0F00, 0x20, 6, 2, 3, 7), dma(Mem.ACC, 0x2000, 0x40, 10, 1, 1, 9),
+          dma(Mem.SPAD, 0x400, 0x10, 64, 1, 100, 0)]
+    res = run_dma(cfg, [(Opcode.LOAD, f) for f in fs] + [(Opcode.STORE, f) for f in fs],
+                  lat=10, image=image)
+    lm, sm = LoadModel(cfg, 10), StoreModel(cfg, 10)
+    got = {op: [(a, d) for o, a, d in res["timeline"] if o == op] for op in (Opcode.LOAD, Opcode.STORE)}
+    assert got[Opcode.LOAD] == [lm.issue(0, f) for f in fs]
+    assert got[Opcode.STORE] == [sm.issue(0, f) for f in fs]
+
+
+@pytest.mark.parametrize("op", [Opcode.LOAD, Opcode.STORE])
+def test_decerr_beyond_size(op):
+    """A transfer running past size_bytes: DECERR reaches the unit; no write lands anywhere."""
+    image = random_image(MEM_BYTES, 4)
+    f = dma(Mem.SPAD, MEM_BYTES - 0x40, 4, 64, 1, 0, 0)     # 16 good beats, then beyond
+    res = run_dma(TINY, [(op, f)], lat=3, image=image)
+    key = "load_error" if op == Opcode.LOAD else "store_error"
+    assert res[key] == ErrorCode.AXI_DECERR
+    assert res["timeline"][0][2] is None                       # no done
+    assert all(res["spad"].rows[r] == res["spad0"][r] for r in range(16, 64))
+    if op == Opcode.STORE:
+        # The in-range beats of the burst are written; nothing else changes.
+        want = expect_store(TINY, res["spad0"], image, dma(Mem.SPAD, MEM_BYTES - 0x40, 4, 16, 1, 0, 0))
+        assert res["image"] == bytes(want)
+
+
+def test_slverr_window_from_constructor_and_backdoor():
+    image = random_image(MEM_BYTES, 5)
+    f = dma(Mem.SPAD, 0x800, 4, 32, 1, 0, 0)
+    # Constructor window [0x840, 0x848): the LOAD fails with SLVERR.
+    res = run_dma(TINY, [(Opcode.LOAD, f)], lat=1, image=image, slverr_base=0x840, slverr_size=8)
+    assert res["load_error"] == ErrorCode.AXI_SLVERR
+    assert res["timeline"][0][2] is None
+    # Same LOAD, window moved away by the backdoor registers: no error.
+    async def move(ctx, pair):
+        ctx.set(pair.mem.bd_slverr_we, 1)
+        ctx.set(pair.mem.bd_slverr_base, 0x3000)
+        ctx.set(pair.mem.bd_slverr_size, 0x100)
+        await ctx.tick()
+        ctx.set(pair.mem.bd_slverr_we, 0)
+    res = run_dma(TINY, [(Opcode.LOAD, f)], lat=1, image=image, slverr_base=0x840, slverr_size=8,
+                  prologue=move)
+    assert res["load_error"] == 0 and res["timeline"][0][2] is not None
+    assert res["spad"].rows == expect_load(TINY, res["spad0"], image, f)
+    # A STORE into the backdoor window: SLVERR, and the window's words keep their value.
+    g = dma(Mem.SPAD, 0x2FF0, 4, 32, 1, 0, 0)
+    res = run_dma(TINY, [(Opcode.STORE, g)], lat=1, image=image, prologue=move)
+    assert res["store_error"] == ErrorCode.AXI_SLVERR
+    assert res["image"][0x3000:0x3070] == image[0x3000:0x3070]
+    assert res["image"][0x2FF0:0x3000] == bytes(expect_store(TINY, res["spad0"], image, g))[0x2FF0:0x3000]
+
+
+def test_backdoor_write_then_read_and_load():
+    """Backdoor writes land (1 word per cycle); bd_rdata is the word of the previous cycle's address; a LOAD sees them."""
+    beat = TINY.dma_beat_bytes
+    words = {0x200 + k: 0x11111111 * (k + 1) & 0xFFFFFFFF for k in range(8)}
+    got = {}
+
+    async def bd(ctx, pair):
+        mem = pair.mem
+        for a, w in words.items():
+            ctx.set(mem.bd_addr, a)
+            ctx.set(mem.bd_wdata, w)
+            ctx.set(mem.bd_we, 1)
+            await ctx.tick()
+        ctx.set(mem.bd_we, 0)
+        for a in [0x1FF] + list(words) + [0x208]:
+            ctx.set(mem.bd_addr, a)
+            await ctx.tick()
+            got[a] = ctx.get(mem.bd_rdata)
+    res = run_dma(TINY, [(Opcode.LOAD, dma(Mem.SPAD, 0x200 * beat, 4, 8, 1, 40, 0))], lat=2,
+                  image=bytes(MEM_BYTES), prologue=bd)
+    assert got == {0x1FF: 0, **words, 0x208: 0}
+    assert res["spad"].rows[40:48] == list(words.values())
