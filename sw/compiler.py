@@ -396,9 +396,26 @@ def _pow2_sizes(dim, cap, top):
     return sorted(out)
 
 
+def _dma_cycles(cfg: NPUConfig, rows: int, row_bytes: int, stride: int) -> float:
+    """Rough cycles of one LOAD/STORE: beats, with a floor per burst (short bursts are latency-bound)."""
+    beat, blen = cfg.dma_beat_bytes, cfg.dma_burst_len
+    floor = 12 / cfg.dma_max_outstanding
+    if stride == row_bytes:
+        beats = rows * row_bytes // beat
+        full, rest = divmod(beats, blen)
+        return full * max(blen, floor) + (max(rest, floor) if rest else 0)
+    per = row_bytes // beat
+    full, rest = divmod(per, blen)
+    return rows * (full * max(blen, floor) + (max(rest, floor) if rest else 0))
+
+
 def _gemm_plan(wl: GemmWorkload, cfg: NPUConfig):
-    """Pick ``(Mt, Nt, Kt)`` minimizing an estimate of the run time; raise CompileError if nothing fits."""
-    dim, beat = cfg.dim, cfg.dma_beat_bytes
+    """Pick ``(Mt, Nt, Kt)`` minimizing an estimate of the run time; raise CompileError if nothing fits.
+
+    The estimate: the busiest of the array (``max(m_rows, dim)`` cycles per weight tile), the LOAD
+    queue and the STORE queue, plus the first loads and the last store, which cannot overlap.
+    """
+    dim = cfg.dim
     Np, Kp = align_up(wl.N, dim), align_up(wl.K, dim)
     best = None
     for Mt in _pow2_sizes(dim, wl.M, 1024):
@@ -412,13 +429,14 @@ def _gemm_plan(wl: GemmWorkload, cfg: NPUConfig):
                 steps = nm * nn * nk
                 mat = nn * nk * sum(max(min(Mt, wl.M - m0), dim) for m0 in range(0, wl.M, Mt)) \
                     * (Nt // dim) * (Kt // dim)
-                a_bytes = wl.M * Kp * (1 if nk == 1 else nn)            # A reused across n if K is one tile
-                b_bytes = Kp * Np * (1 if nk == 1 and nn == 1 else nm)  # B stays only if it is one tile
-                load = (a_bytes + b_bytes) / beat
-                store = 4 * wl.M * Np / beat
-                first = (Mt * Kt + Kt * Nt) / beat
-                last = 4 * Mt * Nt / beat
-                est = max(mat, load, store) + first + last + 8 * steps
+                a_one = _dma_cycles(cfg, Mt, Kt, Kp)
+                b_one = _dma_cycles(cfg, Kt, Nt, Np)
+                c_one = _dma_cycles(cfg, Mt, 4 * Nt, 4 * Np)
+                a_loads = nm if nk == 1 else steps          # A stays across n when K is one tile
+                b_loads = 1 if nk == 1 and nn == 1 else steps
+                load = a_loads * a_one + b_loads * b_one
+                store = nm * nn * c_one
+                est = max(mat, load, store) + a_one + b_one + c_one + 2 * dim * steps   # per-MATMUL fill/drain
                 key = (est, steps)
                 if best is None or key < best[0]:
                     best = (key, Mt, Nt, Kt)
