@@ -32,6 +32,7 @@ from flashnpu.cosim.toolchain import build_env, find_toolchain, toolchain_id
 from flashnpu.cosim.verilog import to_verilog, waiver_flags
 
 __all__ = ["BuildError", "BuildResult", "CocotbResult", "build", "build_verilog", "build_key",
+           "source_key", "build_from_sources",
            "verilator_args", "run_cocotb", "DEFAULT_ROOT"]
 
 #: Where models are built: ``build/sim`` in the repository, whatever the working directory.
@@ -210,6 +211,48 @@ def build(component, top_name: str, test_module: str | None = None, *, waves: bo
     text = to_verilog(component, top_name)
     return build_verilog(text, top_name, waves=waves, root=root, test_module=test_module,
                          progress=progress, jobs=jobs, extra_args=extra_args)
+
+
+def source_key(*parts) -> str:
+    """Hash of every Python file of ``hw/`` and ``sw/`` plus ``parts``: names a design before it is converted."""
+    pkg = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for folder in ("hw", "sw"):
+        for f in sorted((pkg / folder).glob("*.py")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    for part in parts:
+        h.update(str(part).encode() + b"\0")
+    return h.hexdigest()
+
+
+def build_from_sources(make_component, top_name: str, src_key: str, test_module: str | None = None,
+                       *, waves: bool = False, root=DEFAULT_ROOT, progress=None, jobs: int = 2,
+                       extra_args=()) -> BuildResult:
+    """:func:`build` with an index from ``src_key`` (see :func:`source_key`) to the model folder.
+
+    Converting a large design to Verilog takes seconds; when nothing under
+    ``hw/`` or ``sw/`` changed, the index names the finished model and
+    ``make_component`` is not even called. On a miss the design is converted
+    and built (or found) by its Verilog hash as usual.
+    """
+    t0 = time.monotonic()
+    root = Path(root).resolve()
+    idx = root / "index" / f"{hashlib.sha256((src_key + top_name + repr(waves) + repr(tuple(extra_args)) + toolchain_id()).encode()).hexdigest()[:24]}.json"
+    if idx.exists():
+        meta = json.loads(idx.read_text())
+        d = Path(meta["dir"])
+        if (d / "build.json").exists() and (d / top_name).exists():
+            info = json.loads((d / "build.json").read_text())
+            return BuildResult(d, top_name, d / f"{top_name}.v", d / top_name, info["key"], waves,
+                               time.monotonic() - t0, True, test_module, info.get("build_s"))
+    b = build(make_component(), top_name, test_module, waves=waves, root=root, progress=progress,
+              jobs=jobs, extra_args=extra_args)
+    idx.parent.mkdir(parents=True, exist_ok=True)
+    tmp = idx.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps({"dir": str(b.dir), "key": b.key}))
+    os.replace(tmp, idx)
+    b.build_s = time.monotonic() - t0
+    return b
 
 
 @dataclass

@@ -19,7 +19,7 @@ import numpy as np
 from flashnpu.sw.asm import program_bytes
 from flashnpu.sw.config import load_config
 from flashnpu.sw.isa import ErrorCode
-from flashnpu.cosim.build import BuildResult, build, run_cocotb
+from flashnpu.cosim.build import BuildResult, build_from_sources, run_cocotb, source_key
 
 __all__ = ["RtlResult", "RtlError", "RtlTimeout", "build_npu", "default_timeout", "run_program",
            "compare_outputs", "cli_run", "HARNESS"]
@@ -82,9 +82,11 @@ class RtlResult:
 
 
 def build_npu(config, *, waves: bool = False, progress=None) -> BuildResult:
-    """Verilate ``NPU(config)`` as module ``npu`` (cached by hash)."""
+    """Verilate ``NPU(config)`` as module ``npu`` (cached by hash; instant when hw/ and sw/ are unchanged)."""
     from flashnpu.hw.npu import NPU
-    return build(NPU(load_config(config)), "npu", HARNESS, waves=waves, progress=progress)
+    cfg = load_config(config)
+    key = source_key("NPU", json.dumps(cfg.to_dict(), sort_keys=True))
+    return build_from_sources(lambda: NPU(cfg), "npu", key, HARNESS, waves=waves, progress=progress)
 
 
 def default_timeout(config, program) -> int:
