@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """AxiMemory in Amaranth's simulator: behind the DmaEngine (exact ideal-slave cycle model,
 data, errors), against a direct AXI master (IDs, strobes, W before AW, backpressure, full
 queues) and through its backdoor; and Verilated behind the DmaEngine (rate, LOAD/STORE data).
@@ -246,3 +247,177 @@ def test_backdoor_write_then_read_and_load():
                   image=bytes(MEM_BYTES), prologue=bd)
     assert got == {0x1FF: 0, **words, 0x208: 0}
     assert res["spad"].rows[40:48] == list(words.values())
+
+
+# ------------------------------------------------------ direct AXI master tests
+def run_master(mem, *, ars=(), aws=(), seed=0, p_valid=1.0, p_ready=1.0, w_lead=False,
+               image=b"", max_cycles=4000, hold_r=0, hold_b=0):
+    """Drive ``mem`` from a Python AXI master; return the R and B beats seen and the image.
+
+    ``ars``: (id, addr, len) read bursts, ``aws``: (id, addr, [(data, strb), ...]) write
+    bursts, issued in order. ``p_valid``/``p_ready``: chance per cycle of offering a
+    valid and of taking R/B. ``w_lead``: a write burst's W beats may go before its AW.
+    ``hold_r``/``hold_b``: rready/bready stay low for the first cycles. Records
+    R as (cycle, id, data, resp, last), B as (cycle, id, resp), AR handshakes as cycles.
+    """
+    rng = random.Random(seed)
+    axi = mem.axi
+    beat = mem.axi.signature.data_width // 8
+    out = {"r": [], "b": [], "ar_cycles": [], "arready_low": [], "awready_low": []}
+    wbeats = [(k, d, s, j == len(beats) - 1) for k, (_, _, beats) in enumerate(aws)
+              for j, (d, s) in enumerate(beats)]
+    n_r = sum(n + 1 for _, _, n in ars)
+
+    async def tb(ctx):
+        data = mem.memory_data
+        for i in range(len(image) // beat):
+            ctx.set(data[i], int.from_bytes(image[i * beat:(i + 1) * beat], "little"))
+        ai = wi = wb = 0
+        for now in range(max_cycles):
+            ar_v = ai < len(ars) and rng.random() < p_valid
+            if ar_v:
+                ctx.set(axi.arid, ars[ai][0]), ctx.set(axi.araddr, ars[ai][1]), ctx.set(axi.arlen, ars[ai][2])
+            ctx.set(axi.arvalid, ar_v)
+            aw_v = wi < len(aws) and rng.random() < p_valid
+            if aw_v:
+                ctx.set(axi.awid, aws[wi][0]), ctx.set(axi.awaddr, aws[wi][1])
+                ctx.set(axi.awlen, len(aws[wi][2]) - 1)
+            ctx.set(axi.awvalid, aw_v)
+            # W of burst k goes only after AW k unless w_lead.
+            w_v = wb < len(wbeats) and (w_lead or wbeats[wb][0] < wi) and rng.random() < p_valid
+            if w_v:
+                _, d, s, last = wbeats[wb]
+                ctx.set(axi.wdata, d), ctx.set(axi.wstrb, s), ctx.set(axi.wlast, last)
+            ctx.set(axi.wvalid, w_v)
+            rready = now >= hold_r and rng.random() < p_ready
+            bready = now >= hold_b and rng.random() < p_ready
+            ctx.set(axi.rready, rready)
+            ctx.set(axi.bready, bready)
+            if ar_v and ctx.get(axi.arready):
+                out["ar_cycles"].append(now)
+                ai += 1
+            if ai < len(ars) and not ctx.get(axi.arready):
+                out["arready_low"].append((now, ai))
+            if wi < len(aws) and not ctx.get(axi.awready):
+                out["awready_low"].append((now, wi))
+            if aw_v and ctx.get(axi.awready):
+                wi += 1
+            if w_v and ctx.get(axi.wready):
+                wb += 1
+            if ctx.get(axi.rvalid) and rready:
+                out["r"].append((now, ctx.get(axi.rid), ctx.get(axi.rdata), ctx.get(axi.rresp),
+                                 ctx.get(axi.rlast)))
+            if ctx.get(axi.bvalid) and bready:
+                out["b"].append((now, ctx.get(axi.bid), ctx.get(axi.bresp)))
+            if len(out["r"]) == n_r and len(out["b"]) == len(aws):
+                out["image"] = b"".join(ctx.get(data[i]).to_bytes(beat, "little")
+                                        for i in range(mem.depth))
+                out["cycles"] = now
+                return
+            await ctx.tick()
+        raise AssertionError(f"timeout: {len(out['r'])}/{n_r} R beats, {len(out['b'])}/{len(aws)} B")
+
+    sim = Simulator(mem)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return out
+
+
+def small_mem(lat, **kwargs):
+    return AxiMemory(addr_width=16, data_width=32, id_width=4, size_bytes=4096, lat=lat, **kwargs)
+
+
+@pytest.mark.parametrize("lat", [1, 4])
+def test_read_timing_order_and_ids(lat):
+    """First beat h+1+lat (or right after the previous burst), one beat a cycle, AR order, IDs echoed."""
+    image = random_image(4096, 8)
+    ars = [(3, 0x100, 3), (7, 0x200, 0), (1, 0x40, 1), (3, 0xFF8, 3), (0, 0x10, 0)]
+    out = run_master(small_mem(lat), ars=ars, image=image)
+    assert out["ar_cycles"] == list(range(len(ars)))       # always ready
+    want, t = [], None
+    for (rid, addr, n), h in zip(ars, out["ar_cycles"]):
+        t = h + 1 + lat if t is None else max(h + 1 + lat, t)
+        for k in range(n + 1):
+            a = addr + 4 * k
+            word = int.from_bytes(image[a:a + 4], "little") if a < 4096 else 0
+            want.append((t, rid, word, 0 if a < 4096 else 3, int(k == n)))
+            t += 1
+    assert out["r"] == want
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_master_with_backpressure(seed):
+    """Random valid/ready timing, W before AW, partial strobes, errors: data, responses, no hang."""
+    rng = random.Random(seed)
+    image = random_image(4096, seed)
+    ars = [(rng.randrange(16), 4 * rng.randrange(0, 0x200), rng.randrange(8)) for _ in range(30)]
+    ars += [(5, 0xFF0, 7)]                                   # runs past the end: DECERR
+    aws = []
+    for _ in range(30):
+        n = rng.randrange(1, 6)
+        aws.append((rng.randrange(16), 4 * rng.randrange(0x200, 0x37F - n),
+                    [(rng.getrandbits(32), rng.randrange(16)) for _ in range(n)]))
+    # Last two beats beyond the end; the first two (strobes 0) leave the words the reads see.
+    aws += [(9, 0xFF8, [(0xDEADBEEF, 0), (0xDEADBEEF, 0), (0xDEADBEEF, 0xF), (0xDEADBEEF, 0xF)])]
+    aws += [(2, 0xE00, [(0x12345678, 0xF)] * 2)]            # SLVERR window
+    out = run_master(small_mem(2, slverr_base=0xE04, slverr_size=0x10, queue_depth=4),
+                     ars=ars, aws=aws, seed=seed, p_valid=0.6, p_ready=0.5, w_lead=True,
+                     image=image)
+    # Reads come back in AR order with their IDs, one burst after another.
+    want_r = []
+    for rid, addr, n in ars:
+        for k in range(n + 1):
+            a = addr + 4 * k
+            ok = a < 4096 and not 0xE04 <= a < 0xE14
+            word = int.from_bytes(image[a:a + 4], "little") if ok else 0
+            want_r.append((rid, word, 0 if ok else (3 if a >= 4096 else 2), int(k == n)))
+    assert [r[1:] for r in out["r"]] == want_r
+    # Writes: strobed bytes land, error beats do not; B in AW order, worst response of the burst.
+    ref = bytearray(image)
+    want_b = []
+    for bid, addr, beats in aws:
+        resp = 0
+        for k, (d, s) in enumerate(beats):
+            a = addr + 4 * k
+            r = 3 if a >= 4096 else (2 if 0xE04 <= a < 0xE14 else 0)
+            resp = max(resp, r)
+            if r == 0:
+                for j in range(4):
+                    if s >> j & 1:
+                        ref[a + j] = d >> (8 * j) & 0xFF
+        want_b.append((bid, resp))
+    assert [b[1:] for b in out["b"]] == want_b
+    assert out["image"] == bytes(ref)
+
+
+def test_full_queues_deassert_ready_then_drain():
+    """With rready/bready held low the AR/AW/W queues fill, ready falls, and everything completes after."""
+    image = random_image(4096, 9)
+    depth = 4
+    ars = [(k % 16, 4 * k, 0) for k in range(12)]
+    aws = [(k % 16, 0x800 + 4 * k, [(k, 0xF)]) for k in range(12)]
+    out = run_master(small_mem(1, queue_depth=depth), ars=ars, aws=aws, image=image,
+                     hold_r=60, hold_b=60)
+    # AR: depth entries queued plus the one burst on R (taken from the queue); then not ready.
+    assert out["arready_low"] and out["arready_low"][0][1] == depth + 1
+    assert all(t < 60 + 2 for t, _ in out["arready_low"])
+    # AW: depth queued behind those whose B waits in the B queue (depth) and on B (1).
+    assert out["awready_low"] and out["awready_low"][0][1] == 2 * depth + 1
+    assert [r[1:] for r in out["r"]] == [(k % 16, int.from_bytes(image[4 * k:4 * k + 4], "little"), 0, 1)
+                                         for k in range(12)]
+    assert [b[1:] for b in out["b"]] == [(k % 16, 0) for k in range(12)]
+    assert out["image"][0x800:0x830] == b"".join(k.to_bytes(4, "little") for k in range(12))
+
+
+def test_rejects_bad_parameters():
+    with pytest.raises(ValueError, match="size_bytes"):
+        AxiMemory(addr_width=16, data_width=32, id_width=4, size_bytes=4094, lat=1)
+    with pytest.raises(ValueError, match="size_bytes"):
+        AxiMemory(addr_width=12, data_width=32, id_width=4, size_bytes=8192, lat=1)
+    with pytest.raises(ValueError, match="lat"):
+        small_mem(0)
+    with pytest.raises(ValueError, match="queue_depth"):
+        small_mem(1, queue_depth=1)
+    with pytest.raises(ValueError, match="storage"):
+        small_mem(1, storage="sram")
