@@ -1,0 +1,490 @@
+"""VectorUnit in Amaranth's simulator against a Python model of the VECTOR semantics.
+
+The testbench models the accumulator and scratchpad SRAMs in Python (read data
+the cycle after ``en``, held while ``en`` is low, a same-cycle write not yet
+visible), preloads the unit's state memories, streams instructions and checks:
+the final accumulator, scratchpad and state against ``ref_vector`` (the loops
+of docs/architecture.md, written here with sw/numerics.py functions) and
+against ``GoldenNPU``; every take/done cycle against the cycle model of
+docs/vector_unit.md; ``error`` always 0 and ``busy`` exactly while in flight.
+"""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from flashnpu.hw.vector_unit import OUT_STAGE, STATE_STAGE, VectorUnit, vector_cycles
+from flashnpu.sw.config import load_config
+from flashnpu.sw.golden import GoldenNPU
+from flashnpu.sw.isa import Opcode, VectorFunct, decode, encode
+from flashnpu.sw.numerics import (INT32_MAX, INT32_MIN, NEG_INF, exp2_fixed, exp_arg, mul_q15,
+                                  quant_p, recip_fixed, requant, wrap32)
+
+TINY = load_config("tiny")
+DEFAULT = load_config("default")
+F = VectorFunct
+M32 = (1 << 32) - 1
+
+
+# ------------------------------------------------------------------ model
+class State:
+    """Architectural state touched by VECTOR: accumulator, scratchpad, M, L, F (Python ints)."""
+
+    def __init__(self, cfg, rng=None):
+        self.dim = cfg.dim
+        self.acc = np.zeros((cfg.acc_rows, cfg.dim), dtype=np.int64)
+        self.spad = np.zeros((cfg.spad_rows, cfg.dim), dtype=np.int64)
+        self.M = [0] * cfg.vector_state_rows
+        self.L = [0] * cfg.vector_state_rows
+        self.F = [0] * cfg.vector_state_rows
+
+    def copy(self):
+        c = State.__new__(State)
+        c.dim, c.acc, c.spad = self.dim, self.acc.copy(), self.spad.copy()
+        c.M, c.L, c.F = list(self.M), list(self.L), list(self.F)
+        return c
+
+
+def valid(f, i, c):
+    return c < f["kv_valid"] and (not f["causal"] or c <= i + f["causal_offset"])
+
+
+def ref_vector(st, f):
+    """One VECTOR instruction, element by element, in the order of docs/architecture.md."""
+    dim = st.dim
+    for i in range(f["rows"]):
+        s = f["state_addr"] + i
+        fn = f["funct"]
+        if fn == F.INIT:
+            st.M[s], st.L[s], st.F[s] = NEG_INF, 0, 0
+            continue
+        if fn == F.RECIP:
+            st.F[s] = recip_fixed(st.L[s], f["mult"])
+            continue
+        if fn == F.ROWMAX:
+            mx = NEG_INF
+            for b in range(f["blocks"]):
+                row = st.acc[f["acc_addr"] + b * f["acc_block_stride"] + i]
+                for l in range(dim):
+                    if valid(f, i, b * dim + l):
+                        mx = max(mx, int(row[l]))
+            mnew = max(st.M[s], mx)
+            st.F[s] = exp2_fixed(exp_arg(st.M[s] - mnew, f["mult"], f["shift"]))
+            st.M[s] = mnew
+            continue
+        total = 0
+        for b in range(f["blocks"]):
+            a = f["acc_addr"] + b * f["acc_block_stride"] + i
+            sp = f["spad_addr"] + b * f["spad_block_stride"] + i
+            row = [int(v) for v in st.acc[a]]
+            if fn == F.EXP:
+                out = [quant_p(exp2_fixed(exp_arg(row[l] - st.M[s], f["mult"], f["shift"])))
+                       if valid(f, i, b * dim + l) else 0 for l in range(dim)]
+                total += sum(out)
+                st.spad[sp] = out
+            elif fn == F.SCALE:
+                st.acc[a] = [wrap32(mul_q15(v, st.F[s])) for v in row]
+            elif fn == F.OUTPUT:
+                st.spad[sp] = [requant(v, st.F[s], f["shift"]) for v in row]
+            else:
+                st.spad[sp] = [requant(v, f["mult"], f["shift"]) for v in row]
+        if fn == F.EXP:
+            st.L[s] = wrap32(mul_q15(st.L[s], st.F[s]) + total)
+
+
+def scale_stalls(f, stages=OUT_STAGE):
+    """Issue cycles lost by a SCALE whose elements read rows still being written (docs/vector_unit.md)."""
+    t, last_issue, lost = 0, {}, 0
+    for i in range(f["rows"]):
+        for b in range(f["blocks"]):
+            a = f["acc_addr"] + b * f["acc_block_stride"] + i
+            ready = last_issue.get(a, -10**9) + stages + 1
+            if ready > t:
+                lost += ready - t
+                t = ready
+            last_issue[a] = t
+            t += 1
+    return lost
+
+
+def expected_cycles(vu, f):
+    n = vu.cycles(f["funct"], f["rows"], f["blocks"])
+    if f["funct"] == F.SCALE:
+        n += scale_stalls(f)
+    return n
+
+
+# ------------------------------------------------------------- simulation
+def pack(vals, bits):
+    return sum((int(v) & ((1 << bits) - 1)) << (bits * k) for k, v in enumerate(vals))
+
+
+def unpack(word, bits, n):
+    out = []
+    for k in range(n):
+        v = (word >> (bits * k)) & ((1 << bits) - 1)
+        out.append(v - (1 << bits) if v >> (bits - 1) else v)
+    return out
+
+
+def simulate(cfg, st, words, gaps=None, state_rows=None):
+    """Run ``words`` on a VectorUnit whose SRAMs and state start as ``st``; update ``st`` in place.
+
+    ``gaps[j]``: idle cycles before instruction j is offered (after the previous take).
+    Returns ``[(take cycle, done cycle)]`` per instruction.
+    """
+    dut = VectorUnit(cfg)
+    dim = cfg.dim
+    gaps = gaps or [0] * len(words)
+    srows = range(cfg.vector_state_rows) if state_rows is None else state_rows
+    takes, dones = [], []
+
+    async def tb(ctx):
+        for r in srows:
+            ctx.set(dut.state_m.data[r], st.M[r] & M32)
+            ctx.set(dut.state_l.data[r], st.L[r] & M32)
+            ctx.set(dut.state_f.data[r], st.F[r])
+        cyc, j, wait = 0, 0, gaps[0] if words else 0
+        acc_rd_data = 0
+        busy_expected = False
+        while len(dones) < len(words) or cyc < (dones[-1] if dones else 0) + 3:
+            assert cyc < 200_000, "hang"
+            offer = j < len(words) and wait == 0
+            ctx.set(dut.unit.instr.valid, offer)
+            if offer:
+                ctx.set(dut.unit.instr.payload.as_value(), words[j])
+            assert ctx.get(dut.unit.error) == 0
+            assert ctx.get(dut.unit.busy) == busy_expected, f"busy at cycle {cyc}"
+            took = offer and ctx.get(dut.unit.instr.ready)
+            done = ctx.get(dut.unit.done)
+            rd = (ctx.get(dut.acc_rd.en), ctx.get(dut.acc_rd.addr))
+            aw = (ctx.get(dut.acc_wr.en), ctx.get(dut.acc_wr.addr), ctx.get(dut.acc_wr.data))
+            sw = (ctx.get(dut.spad_wr.en), ctx.get(dut.spad_wr.addr), ctx.get(dut.spad_wr.data))
+            if done:
+                assert len(dones) < len(takes), f"done without an instruction at cycle {cyc}"
+                dones.append(cyc)
+            if took:
+                takes.append(cyc)
+                j += 1
+                wait = gaps[j] if j < len(words) else 0
+            elif j < len(words) and wait:
+                wait -= 1
+            busy_expected = len(takes) > len(dones)
+            await ctx.tick()
+            cyc += 1
+            # The SRAM model: the read sees the contents before this edge's write.
+            if rd[0]:
+                acc_rd_data = pack(st.acc[rd[1]], 32)
+            if aw[0]:
+                st.acc[aw[1]] = unpack(aw[2], 32, dim)
+            if sw[0]:
+                st.spad[sw[1]] = unpack(sw[2], 8, dim)
+            ctx.set(dut.acc_rd.data, acc_rd_data)
+        for r in srows:
+            st.M[r] = unpack(ctx.get(dut.state_m.data[r]), 32, 1)[0]
+            st.L[r] = unpack(ctx.get(dut.state_l.data[r]), 32, 1)[0]
+            st.F[r] = ctx.get(dut.state_f.data[r])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(tb)
+    sim.run()
+    return list(zip(takes, dones)), dut
+
+
+def vword(**f):
+    return encode(Opcode.VECTOR, **f)
+
+
+def fields(word):
+    return decode(word)
+
+
+def run_and_check(cfg, st, words, gaps=None, golden=True, state_rows=None):
+    """Simulate; compare data with ref_vector (and GoldenNPU), and every cycle count with the model."""
+    want = st.copy()
+    for w in words:
+        ref_vector(want, fields(w))
+    if golden:
+        g = GoldenNPU(cfg)
+        g.acc[:], g.spad[:] = st.acc, st.spad
+        g.M[:], g.L[:], g.F[:] = st.M, st.L, st.F
+        for w in words:
+            g.execute(w)
+        assert np.array_equal(g.acc, want.acc) and np.array_equal(g.spad, want.spad)
+        assert list(g.M) == want.M and list(g.L) == want.L and list(g.F) == want.F
+    times, vu = simulate(cfg, st, words, gaps, state_rows)
+    assert np.array_equal(st.acc, want.acc), "accumulator differs"
+    for r in np.nonzero((st.spad != want.spad).any(axis=1))[0][:3]:
+        pytest.fail(f"spad row {r}: got {list(st.spad[r])}, want {list(want.spad[r])}")
+    for name in "MLF":
+        got, exp = getattr(st, name), getattr(want, name)
+        bad = [r for r in range(len(got)) if got[r] != exp[r]]
+        assert not bad, f"{name}[{bad[0]}] = {got[bad[0]]}, want {exp[bad[0]]} ({len(bad)} rows differ)"
+    gaps = gaps or [0] * len(words)
+    prev_done = None
+    for k, (w, (t, d)) in enumerate(zip(words, times)):
+        f = fields(w)
+        assert d - t == expected_cycles(vu, f), \
+            f"instr {k} ({F(f['funct']).name}, rows {f['rows']}, blocks {f['blocks']}): took {d - t} cycles"
+        if prev_done is not None and gaps[k] == 0:
+            assert t == prev_done, f"instr {k} taken at {t}, previous done at {prev_done}"
+        prev_done = d
+    return times
+
+
+# -------------------------------------------------------------- random data
+EDGE32 = [INT32_MIN, INT32_MIN + 1, INT32_MAX, INT32_MAX - 1, 0, -1, 1]
+
+
+def rand_acc(rng, st, rows, spread=None):
+    for r in rows:
+        if spread is None:
+            st.acc[r] = [rng.choice(EDGE32) if rng.random() < 0.15 else rng.randrange(INT32_MIN, INT32_MAX + 1)
+                         for _ in range(st.dim)]
+        else:
+            st.acc[r] = [rng.randrange(-spread, spread) for _ in range(st.dim)]
+
+
+def rand_state(rng, st, rows):
+    for r in rows:
+        st.M[r] = rng.choice([NEG_INF, INT32_MAX, 0, rng.randrange(INT32_MIN, INT32_MAX + 1),
+                              rng.randrange(-5000, 5000)])
+        st.L[r] = rng.choice([0, 1, -1, INT32_MIN, INT32_MAX, rng.randrange(INT32_MIN, INT32_MAX + 1),
+                              rng.randrange(0, 1 << 16)])
+        st.F[r] = rng.choice([0, 1 << 15, (1 << 48) - 1, (1 << 47) - 1, rng.randrange(1 << 16),
+                              rng.randrange(1 << 48), rng.randrange(1 << 15)])
+
+
+def rand_instr(rng, cfg, funct, *, max_rows=6, max_blocks=3):
+    dim = cfg.dim
+    rows = rng.randrange(1, max_rows + 1)
+    blocks = rng.randrange(1, max_blocks + 1)
+    f = dict(funct=int(funct), rows=rows, blocks=blocks,
+             acc_addr=rng.randrange(0, 40), acc_block_stride=rng.choice([rows, rows + 3, 7]),
+             state_addr=rng.randrange(0, cfg.vector_state_rows - rows + 1),
+             spad_addr=rng.randrange(0, 40), spad_block_stride=rng.choice([rows, rows + 1, 0, 1]),
+             kv_valid=rng.choice([0, 1, blocks * dim, blocks * dim - 1, rng.randrange(0, blocks * dim + 3),
+                                  0xFFFF]),
+             causal=rng.randrange(2),
+             causal_offset=rng.choice([0, -1, 1, rng.randrange(-2 * dim, 2 * dim), -(1 << 19), (1 << 19) - 1]),
+             mult=rng.choice([1, 0, (1 << 32) - 1, rng.randrange(1 << 16), rng.randrange(1 << 32)]),
+             shift=rng.choice([0, 1, 15, 31, 63, rng.randrange(64)]))
+    if funct == F.SCALE:
+        f["acc_block_stride"] = max(f["acc_block_stride"], rows)   # no self-overlap here
+    if funct == F.RECIP:
+        f["mult"] = rng.choice([0, 1, (1 << 16) - 1, rng.randrange(1 << 16)])
+    if funct in (F.ROWMAX, F.EXP) and rng.random() < 0.5:
+        f["mult"], f["shift"] = rng.randrange(1 << 15, 1 << 16), rng.randrange(8, 16)  # softmax-like
+    return f
+
+
+# ------------------------------------------------------------------ tests
+@pytest.mark.parametrize("funct", list(F))
+def test_each_funct_tiny(funct):
+    rng = random.Random(100 + funct)
+    cfg = TINY
+    st = State(cfg)
+    rand_acc(rng, st, range(80))
+    rand_state(rng, st, range(cfg.vector_state_rows))
+    words = [vword(**rand_instr(rng, cfg, funct)) for _ in range(6)]
+    run_and_check(cfg, st, words)
+
+
+@pytest.mark.parametrize("funct", list(F))
+def test_each_funct_default(funct):
+    rng = random.Random(200 + funct)
+    cfg = DEFAULT
+    st = State(cfg)
+    rows = range(64)
+    rand_acc(rng, st, rows)
+    srows = range(24)
+    rand_state(rng, st, srows)
+    words = []
+    for _ in range(2):
+        f = rand_instr(rng, cfg, funct, max_rows=4, max_blocks=3)
+        f["state_addr"] = rng.randrange(0, 24 - f["rows"] + 1)
+        words.append(vword(**f))
+    run_and_check(cfg, st, words, state_rows=srows)
+
+
+def test_rowmax_exp_masks():
+    """Causal masks with negative and positive offsets, kv_valid cutting a block, fully masked rows."""
+    rng = random.Random(7)
+    cfg = TINY
+    dim = cfg.dim
+    st = State(cfg)
+    rand_acc(rng, st, range(60), spread=3000)
+    words = []
+    for off, kv, causal in [(-3, 12, 1), (2, 7, 1), (0, 5, 0), (-20, 12, 1), (5, 12, 1),
+                            (-(1 << 19), 12, 1), ((1 << 19) - 1, 9, 1), (-2, 12, 1), (0, 0, 0)]:
+        common = dict(rows=5, blocks=3, acc_addr=10, acc_block_stride=5, state_addr=3,
+                      kv_valid=kv, causal=causal, causal_offset=off, mult=46000, shift=12)
+        words.append(vword(funct=F.INIT, **common))
+        words.append(vword(funct=F.ROWMAX, **common))
+        words.append(vword(funct=F.EXP, spad_addr=20, spad_block_stride=5, **common))
+    run_and_check(cfg, st, words)
+    # The last group masks every column: M stays NEG_INF, L 0, and p = 0 is written.
+    assert st.M[3:8] == [NEG_INF] * 5 and st.L[3:8] == [0] * 5 and not st.spad[20:35].any()
+
+
+def test_exp_against_neg_inf_and_extremes():
+    """EXP with M = NEG_INF (differences up to 2**32 - 1), INT32 extremes and F up to 2**47 in OUTPUT."""
+    cfg = TINY
+    st = State(cfg)
+    st.acc[0] = [INT32_MAX, INT32_MIN, 0, -1]
+    st.acc[1] = [INT32_MIN, INT32_MIN, INT32_MAX, INT32_MAX]
+    st.acc[2] = [1, -1, INT32_MAX, INT32_MIN]
+    st.M[0:3] = [NEG_INF, INT32_MAX, 0]
+    st.L[0:3] = [INT32_MAX, INT32_MIN, -1]
+    words = [
+        vword(funct=F.EXP, rows=3, blocks=1, acc_addr=0, state_addr=0, spad_addr=0, kv_valid=4,
+              mult=(1 << 32) - 1, shift=0),
+        vword(funct=F.OUTPUT, rows=3, blocks=1, acc_addr=0, state_addr=0, spad_addr=4, shift=63),
+        vword(funct=F.OUTPUT, rows=3, blocks=1, acc_addr=0, state_addr=0, spad_addr=8, shift=47),
+        vword(funct=F.OUTPUT, rows=3, blocks=1, acc_addr=0, state_addr=0, spad_addr=12, shift=0),
+        vword(funct=F.REQUANT, rows=3, blocks=1, acc_addr=0, state_addr=0, spad_addr=16,
+              mult=(1 << 32) - 1, shift=32),
+        vword(funct=F.SCALE, rows=3, blocks=1, acc_addr=0, state_addr=0),
+    ]
+    st.F[0:3] = [1 << 15, (1 << 47) - 1, (1 << 47) - 12345]
+    run_and_check(cfg, st, words)
+
+
+def test_scale_self_overlap_stalls():
+    """SCALE rows read again while their writes are in flight: exact data, documented stalls."""
+    rng = random.Random(9)
+    cfg = TINY
+    st = State(cfg)
+    rand_acc(rng, st, range(40))
+    rand_state(rng, st, range(10))
+    words = [
+        vword(funct=F.SCALE, rows=2, blocks=3, acc_addr=4, acc_block_stride=0, state_addr=0),
+        vword(funct=F.SCALE, rows=4, blocks=2, acc_addr=8, acc_block_stride=1, state_addr=2),
+        vword(funct=F.SCALE, rows=6, blocks=2, acc_addr=20, acc_block_stride=2, state_addr=1),
+        vword(funct=F.SCALE, rows=1, blocks=5, acc_addr=30, acc_block_stride=0, state_addr=5),
+    ]
+    assert all(scale_stalls(fields(w)) > 0 for w in words)
+    run_and_check(cfg, st, words)
+
+
+def test_gaps_and_back_to_back():
+    """Instructions offered late, and a stream where each is taken in the previous one's done cycle."""
+    rng = random.Random(11)
+    cfg = TINY
+    st = State(cfg)
+    rand_acc(rng, st, range(80))
+    rand_state(rng, st, range(cfg.vector_state_rows))
+    words = [vword(**rand_instr(rng, cfg, rng.choice(list(F)))) for _ in range(14)]
+    gaps = [rng.choice([0, 0, 1, 3, 12]) for _ in words]
+    run_and_check(cfg, st, words, gaps=gaps)
+
+
+def online_softmax_model(s_tiles, v_tiles, kv_valid, mult, shift, out_mult, out_shift):
+    """Two-tile online softmax + P@V with numpy, built only from sw/numerics.py functions."""
+    rows = s_tiles[0].shape[0]
+    M = np.full(rows, NEG_INF, dtype=np.int64)
+    L = np.zeros(rows, dtype=np.int64)
+    O = np.zeros((rows, v_tiles[0].shape[1]), dtype=np.int64)
+    cols0 = 0
+    for s, v in zip(s_tiles, v_tiles):
+        c = cols0 + np.arange(s.shape[1])
+        ok = np.broadcast_to(c < kv_valid, s.shape)
+        mx = np.where(ok, s, NEG_INF).max(axis=1)
+        m = np.maximum(M, mx)
+        alpha = exp2_fixed(exp_arg(M - m, mult, shift))
+        M = m
+        p = np.where(ok, quant_p(exp2_fixed(exp_arg(s - M[:, None], mult, shift))), 0)
+        L = wrap32(mul_q15(L, alpha) + p.sum(axis=1))
+        O = wrap32(mul_q15(O, alpha[:, None]))
+        O = wrap32(O + p @ v)
+        cols0 += s.shape[1]
+    Fr = recip_fixed(L, out_mult)
+    return requant(O, Fr[:, None], out_shift), M, L, Fr, p
+
+
+@pytest.mark.parametrize("cfg", [TINY, DEFAULT], ids=["tiny", "default"])
+def test_online_softmax_two_tiles(cfg):
+    """INIT, then per tile ROWMAX -> EXP -> SCALE (+ P@V, done here in numpy), then RECIP -> OUTPUT."""
+    rng = np.random.default_rng(5)
+    dim = cfg.dim
+    rows, kb = dim, 2                       # dim query rows, two KV blocks per tile
+    mult, shift = 47274, 16                 # ~ log2(e) * 2**12 / 2**?: a softmax-like scale
+    out_mult, out_shift = 40000, 38
+    kv_valid = 2 * kb * dim - 3             # the last block is cut
+    s_tiles = [rng.integers(-40000, 40000, size=(rows, kb * dim)) for _ in range(2)]
+    s_tiles[1][0, :] += 200000              # the max grows in tile 2 for row 0
+    v_tiles = [rng.integers(-128, 128, size=(kb * dim, dim)) for _ in range(2)]
+    want_out, want_M, want_L, want_F, _ = online_softmax_model(
+        s_tiles, v_tiles, kv_valid, mult, shift, out_mult, out_shift)
+
+    st = State(cfg)
+    S, O, P, OUT, ST = 0, 100, 0, 50, 4     # acc rows of S and O, spad rows of P and the output
+    srows = range(ST, ST + rows)
+    common = dict(rows=rows, state_addr=ST, mult=mult, shift=shift)
+    times = []
+    for t, (s, v) in enumerate(zip(s_tiles, v_tiles)):
+        for b in range(kb):
+            st.acc[S + b * rows:S + (b + 1) * rows] = s[:, b * dim:(b + 1) * dim]
+        words = []
+        if t == 0:
+            words.append(vword(funct=F.INIT, blocks=1, **common))
+        kvt = kv_valid - t * kb * dim
+        words += [
+            vword(funct=F.ROWMAX, blocks=kb, acc_addr=S, acc_block_stride=rows, kv_valid=kvt, **common),
+            vword(funct=F.EXP, blocks=kb, acc_addr=S, acc_block_stride=rows, kv_valid=kvt,
+                  spad_addr=P, spad_block_stride=rows, **common),
+            vword(funct=F.SCALE, blocks=1, acc_addr=O, **common),
+        ]
+        times += simulate(cfg, st, words, state_rows=srows)[0]
+        # P@V as the matrix unit would do it (wrap32 accumulate into O).
+        p = np.concatenate([st.spad[P + b * rows:P + (b + 1) * rows] for b in range(kb)], axis=1)
+        st.acc[O:O + rows] = wrap32(st.acc[O:O + rows] + p @ v)
+    words = [vword(funct=F.RECIP, rows=rows, blocks=1, state_addr=ST, mult=out_mult),
+             vword(funct=F.OUTPUT, rows=rows, blocks=1, acc_addr=O, state_addr=ST, spad_addr=OUT,
+                   shift=out_shift)]
+    times += simulate(cfg, st, words, state_rows=srows)[0]
+    assert list(st.M[ST:ST + rows]) == list(want_M)
+    assert list(st.L[ST:ST + rows]) == list(want_L)
+    assert list(st.F[ST:ST + rows]) == list(want_F)
+    assert np.array_equal(st.spad[OUT:OUT + rows], want_out)
+    assert np.abs(want_out).max() > 10      # the check is not trivially on zeros
+    functs = [(F.INIT, 1), (F.ROWMAX, kb), (F.EXP, kb), (F.SCALE, 1), (F.ROWMAX, kb), (F.EXP, kb),
+              (F.SCALE, 1), (F.RECIP, 1), (F.OUTPUT, 1)]
+    for (fn, blocks), (t0, d) in zip(functs, times):
+        assert d - t0 == vector_cycles(fn, rows, blocks), fn.name
+
+
+def test_cycle_formula():
+    """The documented formula, spelled out (docs/vector_unit.md); the simulations measure it."""
+    c = vector_cycles
+    assert (OUT_STAGE, STATE_STAGE) == (4, 9)
+    assert c(F.ROWMAX, 16, 4) == 16 * 4 + 9
+    assert c(F.EXP, 16, 4) == 16 * 4 + 9
+    assert c(F.SCALE, 16, 4) == 16 * 4 + 4
+    assert c(F.OUTPUT, 3, 2) == 3 * 2 + 4
+    assert c(F.REQUANT, 3, 2) == 3 * 2 + 4
+    assert c(F.INIT, 7, 9) == 7
+    assert c(F.RECIP, 5, 9) == 2 + 5 * 24
+    assert c(F.RECIP, 5, 1, div_bits_per_cycle=4) == 2 + 5 * 12
+
+
+def test_random_sequence_vs_golden():
+    """A random stream of every funct on overlapping rows, against GoldenNPU and the element model."""
+    rng = random.Random(21)
+    cfg = TINY
+    st = State(cfg)
+    rand_acc(rng, st, range(80), spread=1 << 20)
+    rand_state(rng, st, range(cfg.vector_state_rows))
+    words = []
+    for _ in range(30):
+        fn = rng.choice(list(F))
+        f = rand_instr(rng, cfg, fn, max_rows=5, max_blocks=3)
+        f["acc_addr"] = rng.randrange(0, 16)
+        f["state_addr"] = rng.randrange(0, 8)
+        if fn == F.SCALE and rng.random() < 0.3:
+            f["acc_block_stride"] = rng.randrange(0, 3)
+        words.append(vword(**f))
+    run_and_check(cfg, st, words)
