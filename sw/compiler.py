@@ -309,6 +309,7 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
 
     em = _Emitter(cfg)
     SPAD, ACC = int(Mem.SPAD), int(Mem.ACC)
+    G = len(steps)
 
     def loads(g):
         t, j, i0, rows, cols, kv_valid, causal, coff = steps[g]
@@ -349,11 +350,14 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
         if j > 0:
             em.emit(Opcode.VECTOR, reads=[("O", t % 2)], writes=[("O", t % 2)], funct=int(VectorFunct.SCALE),
                     rows=rows, blocks=nd, acc_addr=Ob[t % 2] + i0, acc_block_stride=Br, state_addr=St[t % 2] + i0)
+        if g + 1 == G or steps[g + 1][0] != t:
+            # L is final: the (slow, sequential) reciprocal runs now, under QK_{g+1} and PV_g,
+            # rather than just before OUTPUT, where PV_{g+2} would wait for it.
+            em.emit(Opcode.VECTOR, funct=int(VectorFunct.RECIP), rows=trows, blocks=1, state_addr=St[t % 2],
+                    mult=recip_mult)
 
     def finish(t):
         b, h, kvh, q0, trows = tiles[t]
-        em.emit(Opcode.VECTOR, funct=int(VectorFunct.RECIP), rows=trows, blocks=1, state_addr=St[t % 2],
-                mult=recip_mult)
         em.emit(Opcode.VECTOR, reads=[("O", t % 2)], writes=["OUT"], funct=int(VectorFunct.OUTPUT),
                 rows=trows, blocks=nd, acc_addr=Ob[t % 2], acc_block_stride=Br, state_addr=St[t % 2],
                 spad_addr=Ost, spad_block_stride=Br, shift=out_shift)
@@ -363,7 +367,6 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
     # Program order (a correct sequential program; the tokens let the queues overlap it): step g =
     # QK_g, PV_{g-1}, prefetch of g+1 (into the K/V buffers QK_{g-1} and PV_{g-1} just read),
     # softmax of g, then SCALE_g (or the finish of the previous Q tile, which waits for PV_{g-1}).
-    G = len(steps)
     loads(0)
     for g in range(G):
         qk(g)

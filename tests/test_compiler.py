@@ -124,9 +124,10 @@ def test_vector_ops_are_online_softmax():
     n_kv = 256 // prog.tiling["Bc"]
     tile = [VectorFunct.INIT] + [VectorFunct.ROWMAX, VectorFunct.EXP] + \
         [VectorFunct.ROWMAX, VectorFunct.EXP, VectorFunct.SCALE] * (n_kv - 1)
-    fin = [VectorFunct.RECIP, VectorFunct.OUTPUT]
-    # Tile 1's start precedes tile 0's finish (RECIP/OUTPUT hide under the next tile's matmuls).
-    assert fs == tile + tile[:3] + fin + tile[3:] + fin
+    R, O = [VectorFunct.RECIP], [VectorFunct.OUTPUT]
+    # RECIP as soon as L is final; tile 1's start precedes tile 0's OUTPUT (which waits for the last
+    # PV of tile 0, which the array runs after QK_0 of tile 1).
+    assert fs == tile + R + tile[:3] + O + tile[3:] + R + O
     wl = prog.workload
     mult, shift = softmax_fold(wl)
     for f in _ops(prog):
