@@ -488,3 +488,25 @@ def test_random_sequence_vs_golden():
             f["acc_block_stride"] = rng.randrange(0, 3)
         words.append(vword(**f))
     run_and_check(cfg, st, words)
+
+
+def test_state_rows_not_a_power_of_two():
+    """The last state rows of a 37-entry state memory: RECIP's prefetch never reads past the end."""
+    import dataclasses
+    cfg = dataclasses.replace(TINY, name="odd_state", vector_state_rows=37)
+    rng = random.Random(31)
+    st = State(cfg)
+    rand_acc(rng, st, range(40), spread=5000)
+    rand_state(rng, st, range(37))
+    words = [
+        vword(funct=F.RECIP, rows=5, blocks=1, state_addr=32, mult=(1 << 16) - 1),
+        vword(funct=F.OUTPUT, rows=5, blocks=2, acc_addr=0, acc_block_stride=5, state_addr=32,
+              spad_addr=0, spad_block_stride=5, shift=40),
+        vword(funct=F.INIT, rows=37, blocks=1, state_addr=0),
+        vword(funct=F.ROWMAX, rows=3, blocks=2, acc_addr=10, acc_block_stride=3, state_addr=34,
+              kv_valid=8, mult=50000, shift=13),
+        vword(funct=F.EXP, rows=3, blocks=2, acc_addr=10, acc_block_stride=3, state_addr=34,
+              kv_valid=8, mult=50000, shift=13, spad_addr=20, spad_block_stride=3),
+        vword(funct=F.RECIP, rows=1, blocks=1, state_addr=36, mult=1),
+    ]
+    run_and_check(cfg, st, words)
