@@ -256,3 +256,55 @@ def test_deadlock_is_reported_not_hung():
     with pytest.raises(NpuError) as e:
         GoldenNPU(TINY).run(img, PROG)
     assert (e.value.code, e.value.pc) == (ErrorCode.TOKEN_UNDERFLOW, 0)
+
+
+def test_attention_style_program_against_golden():
+    """MATMUL, then the vector unit (INIT, ROWMAX, EXP, REQUANT) writing the scratchpad, then STOREs."""
+    from flashnpu.sw.isa import VectorFunct as F
+    from flashnpu.sw.tokens import check_tokens
+    m, k, n = 4, 8, 8
+    d = TINY.dim
+    bench = Bench(lat=(0, 2))
+    rng = np.random.default_rng(3)
+    a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+    w = rng.integers(-128, 128, size=(k, n), dtype=np.int8)
+    bench.slave.mem[A_ADDR:A_ADDR + a.size] = a.tobytes()
+    bench.slave.mem[W_ADDR:W_ADDR + w.size] = w.tobytes()
+    V = 1 << Queue.VECTOR
+    gemm = gemm_program(m, k, n)
+    mm = gemm[2] & ~(0xF << 8) | (V << 8)                 # MATMUL signals VECTOR instead of STORE
+    assert mm != gemm[2]
+    rows = dict(rows=m, blocks=n // d, acc_addr=0, acc_block_stride=m)
+    P, Q = 200, 300
+    words = gemm[:2] + [
+        mm,
+        encode_word(Opcode.VECTOR, funct=F.INIT, rows=m, blocks=1),
+        encode_word(Opcode.VECTOR, wait=MX, funct=F.ROWMAX, **rows, kv_valid=n - 1, mult=23637, shift=16),
+        encode_word(Opcode.VECTOR, signal=S, funct=F.EXP, **rows, kv_valid=n - 1, mult=23637, shift=16,
+                    spad_addr=P, spad_block_stride=m),
+        encode_word(Opcode.STORE, wait=V, mem=Mem.SPAD, dram_addr=C_ADDR, dram_stride=n, rows=m,
+                    chunks=n // d, sram_addr=P, sram_chunk_stride=m),
+        encode_word(Opcode.VECTOR, signal=S, funct=F.REQUANT, **rows, mult=3, shift=9,
+                    spad_addr=Q, spad_block_stride=m),
+        encode_word(Opcode.STORE, wait=V, mem=Mem.SPAD, dram_addr=C_ADDR + 0x100, dram_stride=n, rows=m,
+                    chunks=n // d, sram_addr=Q, sram_chunk_stride=m),
+        encode_word(Opcode.HALT),
+    ]
+    check_tokens(words, TINY)
+    before = dram_image(bench.slave).copy()
+    out = {}
+
+    async def tb(ctx):
+        out["status"] = await bench.run_program(ctx, words)
+        out["vector_busy"] = await bench.counter(ctx, "VECTOR_BUSY")
+
+    bench.simulate(tb)
+    assert out["status"] == STATUS_DONE, hex(out["status"])
+    before[PROG:PROG + INSTR_BYTES * len(words)] = np.frombuffer(
+        b"".join(x.to_bytes(INSTR_BYTES, "little") for x in words), dtype=np.uint8)
+    gold = GoldenNPU(TINY).run(before, PROG)
+    got = dram_image(bench.slave)
+    assert (gold.dram[C_ADDR:C_ADDR + 0x100 + m * n] == got[C_ADDR:C_ADDR + 0x100 + m * n]).all()
+    assert (gold.dram == got).all()
+    assert got[C_ADDR:C_ADDR + m * n].any()               # EXP wrote something non-zero
+    assert out["vector_busy"] > 0
