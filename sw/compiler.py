@@ -228,7 +228,7 @@ def attention_tiles(wl: AttentionWorkload, config) -> tuple[int, int]:
                            f"'{cfg.name}' (255 chunks of dim = {dim}: the 8-bit chunk fields)")
     brs = [b for b in (128, 64, 32, 16, 8, 4, 2) if b >= dim] or [dim]
     bcs = [b for b in (64, 32, 16, 8, 4, 2) if b >= dim and b % dim == 0] or [dim]
-    cands = sorted(((br, bc) for br in brs for bc in bcs), key=lambda t: (-t[0] * t[1], -t[1]))
+    cands = sorted(((br, bc) for br in brs for bc in bcs), key=lambda t: (-t[0] * t[1], -t[0]))
     for br, bc in cands:
         spad, acc, state = _attention_footprint(br, bc, nd, dim)
         if spad <= cfg.spad_rows and acc <= cfg.acc_rows and state <= cfg.vector_state_rows:
