@@ -392,6 +392,11 @@ class SimTop(wiring.Component):
             **{name: mem_sig[name] for name in mem_sig if name.startswith("bd_")},
         })
 
+    @property
+    def dram(self):
+        """The ``AxiMemory`` (its ``memory_data`` serves Amaranth testbenches with ``storage="memory"``)."""
+        return self._mem
+
     def elaborate(self, platform):
         # Imported here: the simulation memory does not need the NPU to exist.
         from flashnpu.hw.npu import NPU
