@@ -1,6 +1,6 @@
 """A fast simulated DRAM: an AXI4 slave in HDL with the "ideal slave" timing of docs/dma.md.
 
-cocotbext-axi's ``AxiRam`` moves about 18k beats/s because every beat is a
+cocotbext-axi's ``AxiRam`` moves about 16k-18k beats/s because every beat is a
 Python coroutine step; this memory lives in the Verilated model, so a beat
 costs one simulated clock. The testbench loads and reads the image through a
 backdoor port, one word per clock. Simulation only (not part of the NPU), hence
