@@ -214,10 +214,10 @@ def build(component, top_name: str, test_module: str | None = None, *, waves: bo
 
 
 def source_key(*parts) -> str:
-    """Hash of every Python file of ``hw/`` and ``sw/`` plus ``parts``: names a design before it is converted."""
+    """Hash of every Python file of ``hw/``, ``sw/`` and ``cosim/`` plus ``parts``: names a design before it is converted."""
     pkg = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for folder in ("hw", "sw"):
+    for folder in ("hw", "sw", "cosim"):
         for f in sorted((pkg / folder).glob("*.py")):
             h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     for part in parts:
@@ -225,14 +225,14 @@ def source_key(*parts) -> str:
     return h.hexdigest()
 
 
-def build_from_sources(make_component, top_name: str, src_key: str, test_module: str | None = None,
+def build_from_sources(make_verilog, top_name: str, src_key: str, test_module: str | None = None,
                        *, waves: bool = False, root=DEFAULT_ROOT, progress=None, jobs: int = 2,
                        extra_args=()) -> BuildResult:
     """:func:`build` with an index from ``src_key`` (see :func:`source_key`) to the model folder.
 
     Converting a large design to Verilog takes seconds; when nothing under
     ``hw/`` or ``sw/`` changed, the index names the finished model and
-    ``make_component`` is not even called. On a miss the design is converted
+    ``make_verilog`` (returning the Verilog text) is not even called. On a miss the design is converted
     and built (or found) by its Verilog hash as usual.
     """
     t0 = time.monotonic()
@@ -245,8 +245,8 @@ def build_from_sources(make_component, top_name: str, src_key: str, test_module:
             info = json.loads((d / "build.json").read_text())
             return BuildResult(d, top_name, d / f"{top_name}.v", d / top_name, info["key"], waves,
                                time.monotonic() - t0, True, test_module, info.get("build_s"))
-    b = build(make_component(), top_name, test_module, waves=waves, root=root, progress=progress,
-              jobs=jobs, extra_args=extra_args)
+    b = build_verilog(make_verilog(), top_name, waves=waves, root=root, test_module=test_module,
+                      progress=progress, jobs=jobs, extra_args=extra_args)
     idx.parent.mkdir(parents=True, exist_ok=True)
     tmp = idx.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({"dir": str(b.dir), "key": b.key}))

@@ -12,7 +12,9 @@ that :mod:`flashnpu.cosim.rtl_backend` runs. Data passes through files in
   (``status``, ``done``, ``error_code``, ``error_pc``, ``counters``,
   ``timeout``, ``message``, ...).
 
-The DRAM is cocotbext-axi's ``AxiRam`` (it also asserts that no burst
+With a ``SimTop`` top (module ``sim_top``, ports ``bd_*``), the DRAM is the
+HDL memory of ``cosim/axi_memory.py`` instead, loaded and read through its
+backdoor (:class:`FastDram`). Otherwise the DRAM is cocotbext-axi's ``AxiRam`` (it also asserts that no burst
 crosses 4 KiB), extended by :class:`DramModel` to answer DECERR beyond
 ``mem_size`` and SLVERR inside the ``slverr`` ranges, so the NPU's error paths
 can be driven. :class:`NpuHost` drives the registers of ``sw/regmap.py`` over
@@ -32,7 +34,7 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from cocotbext.axi.constants import AxiResp
 
@@ -40,7 +42,7 @@ from flashnpu.sw.isa import ErrorCode, Queue
 from flashnpu.sw.regmap import (COUNTERS, CONTROL_START, NPU_ID, REG, STATUS_BUSY,
                                 STATUS_CODE_MASK, STATUS_CODE_SHIFT, STATUS_DONE, STATUS_ERROR)
 
-__all__ = ["CLOCK_NS", "DramModel", "NpuHost", "pause_generator", "run_program"]
+__all__ = ["CLOCK_NS", "DramModel", "FastDram", "NpuHost", "pause_generator", "run_program"]
 
 #: Clock period of the testbench.
 CLOCK_NS = 10
@@ -129,6 +131,60 @@ class DramModel:
             ch.set_pause_generator(pause_generator(random.Random(rng.random()), p))
 
 
+class FastDram:
+    """The HDL memory of ``SimTop`` (``cosim/axi_memory.py``), loaded and read through its backdoor.
+
+    The storage starts at zero, so only non-zero words are written (one per
+    clock); reading back costs one clock per word. ``size`` is the number of
+    bytes loaded and dumped (the image); the memory itself may be larger.
+    """
+
+    def __init__(self, dut, size: int, beat: int, *, slverr=()):
+        self.dut = dut
+        self.size = int(size)
+        self.beat = int(beat)
+        if len(slverr) > 1:
+            raise ValueError("the HDL memory has one SLVERR window")
+        self.slverr = [(int(lo), int(hi)) for lo, hi in slverr]
+        self.errors = []
+        dut.bd_we.value = 0
+        dut.bd_slverr_we.value = 0
+        dut.bd_addr.value = 0
+        dut.bd_wdata.value = 0
+
+    async def load(self, image: np.ndarray):
+        dut = self.dut
+        img = np.asarray(image, dtype=np.uint8)
+        pad = np.zeros(-(-img.size // self.beat) * self.beat, dtype=np.uint8)
+        pad[:img.size] = img
+        words = pad.reshape(-1, self.beat)
+        for i in np.flatnonzero(words.any(axis=1)):
+            dut.bd_addr.value = int(i)
+            dut.bd_wdata.value = int.from_bytes(words[i].tobytes(), "little")
+            dut.bd_we.value = 1
+            await RisingEdge(dut.clk)
+        dut.bd_we.value = 0
+        if self.slverr:
+            lo, hi = self.slverr[0]
+            dut.bd_slverr_base.value = lo
+            dut.bd_slverr_size.value = hi - lo
+            dut.bd_slverr_we.value = 1
+            await RisingEdge(dut.clk)
+            dut.bd_slverr_we.value = 0
+
+    async def dump(self) -> np.ndarray:
+        dut = self.dut
+        n = -(-self.size // self.beat)
+        out = bytearray()
+        for i in range(n):
+            dut.bd_addr.value = i
+            await RisingEdge(dut.clk)          # address taken at this edge
+            await ReadOnly()
+            out += int(dut.bd_rdata.value).to_bytes(self.beat, "little")
+            await RisingEdge(dut.clk)          # leave the read-only phase before the next write
+        return np.frombuffer(bytes(out[:self.size]), dtype=np.uint8).copy()
+
+
 class NpuHost:
     """The host's view of the NPU registers (``sw/regmap.py``) over AXI4-Lite."""
 
@@ -203,15 +259,23 @@ async def run_program(dut):
     rng = random.Random(cfg.get("seed", 0))
 
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    dram = DramModel(dut, mem_size, slverr=cfg.get("slverr", ()))
-    dram.load(image)
-    if cfg.get("backpressure"):
-        dram.set_backpressure(rng, float(cfg.get("pause_p", 0.3)))
+    fast = hasattr(dut, "bd_addr")    # SimTop: the NPU with the HDL memory inside
+    if fast:
+        if cfg.get("backpressure"):
+            raise ValueError("backpressure needs the AxiRam memory (the HDL memory has fixed timing)")
+        dram = FastDram(dut, image.size, int(cfg["beat"]), slverr=cfg.get("slverr", ()))
+    else:
+        dram = DramModel(dut, mem_size, slverr=cfg.get("slverr", ()))
+        dram.load(image)
+        if cfg.get("backpressure"):
+            dram.set_backpressure(rng, float(cfg.get("pause_p", 0.3)))
     host = NpuHost(dut)
     dut.rst.value = 1
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
     await ClockCycles(dut.clk, 2)
+    if fast:
+        await dram.load(image)
 
     ident = await host.read("ID")
     assert ident == NPU_ID, f"ID register reads {ident:#010x}, expected {NPU_ID:#010x}: not the NPU?"
@@ -254,7 +318,7 @@ async def run_program(dut):
         result["counters"] = await host.counters()
     result["error_pc"] = await host.read("ERROR_PC")
     result["cycles"] = result["counters"]["CYCLES"]
-    np.savez(run_dir / "output.npz", dram=dram.dump())
+    np.savez(run_dir / "output.npz", dram=(await dram.dump()) if fast else dram.dump())
     (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     dut._log.info("run finished: %s", result["message"] or
                   f"status {st['raw']:#x} ({result['error_name']}), {result['cycles']} cycles, "

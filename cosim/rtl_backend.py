@@ -20,6 +20,7 @@ from flashnpu.sw.asm import program_bytes
 from flashnpu.sw.config import load_config
 from flashnpu.sw.isa import ErrorCode
 from flashnpu.cosim.build import BuildResult, build_from_sources, run_cocotb, source_key
+from flashnpu.cosim.verilog import to_verilog
 
 __all__ = ["RtlResult", "RtlError", "RtlTimeout", "build_npu", "default_timeout", "run_program",
            "compare_outputs", "cli_run", "HARNESS"]
@@ -82,11 +83,27 @@ class RtlResult:
 
 
 def build_npu(config, *, waves: bool = False, progress=None) -> BuildResult:
-    """Verilate ``NPU(config)`` as module ``npu`` (cached by hash; instant when hw/ and sw/ are unchanged)."""
+    """Verilate ``NPU(config)`` as module ``npu`` (cached by hash; instant when no source changed)."""
     from flashnpu.hw.npu import NPU
     cfg = load_config(config)
     key = source_key("NPU", json.dumps(cfg.to_dict(), sort_keys=True))
-    return build_from_sources(lambda: NPU(cfg), "npu", key, HARNESS, waves=waves, progress=progress)
+    return build_from_sources(lambda: to_verilog(NPU(cfg), "npu"), "npu", key, HARNESS,
+                              waves=waves, progress=progress)
+
+
+def fast_mem_bytes(image_bytes: int) -> int:
+    """Size of the HDL memory for an image: the next power of two (at least 64 KiB), so that
+    images of similar size share one model."""
+    return max(1 << 16, 1 << (int(image_bytes) - 1).bit_length())
+
+
+def build_sim_top(config, *, mem_bytes: int, lat: int, waves: bool = False, progress=None) -> BuildResult:
+    """Verilate ``SimTop`` (the NPU with the HDL memory of ``axi_memory.py``) as module ``sim_top``."""
+    from flashnpu.cosim.axi_memory import sim_top_verilog
+    cfg = load_config(config)
+    key = source_key("SimTop", json.dumps(cfg.to_dict(), sort_keys=True), mem_bytes, lat)
+    return build_from_sources(lambda: sim_top_verilog(cfg, mem_bytes=mem_bytes, lat=lat), "sim_top",
+                              key, HARNESS, waves=waves, progress=progress)
 
 
 def default_timeout(config, program) -> int:
@@ -133,15 +150,24 @@ def run_program(config, program, dram_image, *, backpressure: bool = False, wave
     AXI channel. ``timeout_cycles`` (default :func:`default_timeout`) arms the
     watchdog: :class:`RtlTimeout` then names each queue's state. An NPU error
     (bad instruction, AXI error) is not an exception: it is ``error_code``.
-    ``memory`` is ``"axiram"`` (cocotbext-axi's ``AxiRam``, the only one so far);
-    ``lat`` is accepted for the fast memory's interface and must be None here.
+
+    ``memory`` is ``"axiram"`` (cocotbext-axi's ``AxiRam``: random stalls
+    possible, about 20k beats/s) or ``"fast"`` (the HDL memory of
+    ``cosim/axi_memory.py`` with latency ``lat``, default 1: one beat per
+    clock, no backpressure, one SLVERR window; its size is
+    :func:`fast_mem_bytes` of the image unless ``mem_size`` is given, and
+    DECERR starts there).
     """
     t0 = time.monotonic()
     cfg = load_config(config)
-    if memory != "axiram":
-        raise ValueError(f"memory = {memory!r}: only 'axiram' is supported by this backend so far")
-    if lat is not None:
-        raise ValueError("lat: the AxiRam memory has no latency setting (use lat=None)")
+    if memory not in ("axiram", "fast"):
+        raise ValueError(f"memory = {memory!r}: must be 'axiram' or 'fast'")
+    if memory == "axiram" and lat is not None:
+        raise ValueError("lat: the AxiRam memory has no latency setting (use lat=None or memory='fast')")
+    if memory == "fast" and backpressure:
+        raise ValueError("backpressure needs memory='axiram' (the HDL memory has fixed timing)")
+    if memory == "fast" and len(slverr) > 1:
+        raise ValueError("memory='fast' has one SLVERR window; give at most one slverr range")
     img = np.array(np.asarray(dram_image, dtype=np.uint8).reshape(-1), copy=True)
     code = np.frombuffer(program_bytes(_words(program)), dtype=np.uint8)
     pa = int(program.prog_addr)
@@ -149,12 +175,18 @@ def run_program(config, program, dram_image, *, backpressure: bool = False, wave
         raise ValueError(f"program of {code.size} B at prog_addr {pa:#x} does not fit the "
                          f"{img.size}-byte image (or prog_addr is not 32-byte aligned)")
     img[pa:pa + code.size] = code
-    mem_size = int(mem_size if mem_size is not None else img.size)
-    if mem_size < img.size:
+    if memory == "axiram":
+        mem_size = int(mem_size if mem_size is not None else img.size)
+    if mem_size is not None and mem_size < img.size:
         raise ValueError(f"mem_size = {mem_size}: smaller than the image ({img.size} B)")
     timeout = int(timeout_cycles if timeout_cycles is not None else default_timeout(cfg, program))
 
-    b = build_npu(cfg, waves=waves, progress=progress)
+    if memory == "fast":
+        mem_size = int(mem_size) if mem_size is not None else fast_mem_bytes(img.size)
+        b = build_sim_top(cfg, mem_bytes=mem_size, lat=1 if lat is None else int(lat), waves=waves,
+                          progress=progress)
+    else:
+        b = build_npu(cfg, waves=waves, progress=progress)
     if run_dir is None:
         import tempfile
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=b.dir))
@@ -163,7 +195,7 @@ def run_program(config, program, dram_image, *, backpressure: bool = False, wave
     np.savez(run_dir / "input.npz", dram=img)
     (run_dir / "input.json").write_text(json.dumps({
         "prog_addr": pa, "mem_size": mem_size, "timeout_cycles": timeout,
-        "backpressure": bool(backpressure), "seed": int(seed),
+        "backpressure": bool(backpressure), "seed": int(seed), "beat": cfg.dma_beat_bytes,
         "slverr": [[int(lo), int(hi)] for lo, hi in slverr]}, indent=2))
     for f in ("output.npz", "result.json"):
         (run_dir / f).unlink(missing_ok=True)
