@@ -14,7 +14,7 @@ that :mod:`flashnpu.cosim.rtl_backend` runs. Data passes through files in
 
 With a ``SimTop`` top (module ``sim_top``, ports ``bd_*``), the DRAM is the
 HDL memory of ``cosim/axi_memory.py`` instead, loaded and read through its
-backdoor (:class:`FastDram`). Otherwise the DRAM is cocotbext-axi's ``AxiRam`` (it also asserts that no burst
+backdoor (:class:`FastDram`, using ``cosim/fast_dram.py``). Otherwise the DRAM is cocotbext-axi's ``AxiRam`` (it also asserts that no burst
 crosses 4 KiB), extended by :class:`DramModel` to answer DECERR beyond
 ``mem_size`` and SLVERR inside the ``slverr`` ranges, so the NPU's error paths
 can be driven. :class:`NpuHost` drives the registers of ``sw/regmap.py`` over
@@ -34,10 +34,11 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import ClockCycles, First, ReadOnly, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from cocotbext.axi.constants import AxiResp
 
+from flashnpu.cosim.fast_dram import load_image, read_image, set_slverr
 from flashnpu.sw.isa import ErrorCode, Queue
 from flashnpu.sw.regmap import (COUNTERS, CONTROL_START, NPU_ID, REG, STATUS_BUSY,
                                 STATUS_CODE_MASK, STATUS_CODE_SHIFT, STATUS_DONE, STATUS_ERROR)
@@ -132,12 +133,8 @@ class DramModel:
 
 
 class FastDram:
-    """The HDL memory of ``SimTop`` (``cosim/axi_memory.py``), loaded and read through its backdoor.
-
-    The storage starts at zero, so only non-zero words are written (one per
-    clock); reading back costs one clock per word. ``size`` is the number of
-    bytes loaded and dumped (the image); the memory itself may be larger.
-    """
+    """The HDL memory of ``SimTop`` (``cosim/axi_memory.py``) through the backdoor helpers of
+    ``cosim/fast_dram.py``: ``size`` bytes (the image) are loaded and read back."""
 
     def __init__(self, dut, size: int, beat: int, *, slverr=()):
         self.dut = dut
@@ -147,42 +144,19 @@ class FastDram:
             raise ValueError("the HDL memory has one SLVERR window")
         self.slverr = [(int(lo), int(hi)) for lo, hi in slverr]
         self.errors = []
-        dut.bd_we.value = 0
-        dut.bd_slverr_we.value = 0
-        dut.bd_addr.value = 0
-        dut.bd_wdata.value = 0
+        for name in ("bd_we", "bd_slverr_we", "bd_addr", "bd_wdata"):
+            getattr(dut, name).value = 0
 
     async def load(self, image: np.ndarray):
-        dut = self.dut
-        img = np.asarray(image, dtype=np.uint8)
-        pad = np.zeros(-(-img.size // self.beat) * self.beat, dtype=np.uint8)
-        pad[:img.size] = img
-        words = pad.reshape(-1, self.beat)
-        for i in np.flatnonzero(words.any(axis=1)):
-            dut.bd_addr.value = int(i)
-            dut.bd_wdata.value = int.from_bytes(words[i].tobytes(), "little")
-            dut.bd_we.value = 1
-            await RisingEdge(dut.clk)
-        dut.bd_we.value = 0
-        if self.slverr:
-            lo, hi = self.slverr[0]
-            dut.bd_slverr_base.value = lo
-            dut.bd_slverr_size.value = hi - lo
-            dut.bd_slverr_we.value = 1
-            await RisingEdge(dut.clk)
-            dut.bd_slverr_we.value = 0
+        # A fresh simulation: the storage is zero, so zero words are skipped.
+        await load_image(self.dut, np.asarray(image, dtype=np.uint8).tobytes(), self.beat,
+                         assume_zero=True)
+        for lo, hi in self.slverr:
+            await set_slverr(self.dut, lo, hi - lo)
 
     async def dump(self) -> np.ndarray:
-        dut = self.dut
-        n = -(-self.size // self.beat)
-        out = bytearray()
-        for i in range(n):
-            dut.bd_addr.value = i
-            await RisingEdge(dut.clk)          # address taken at this edge
-            await ReadOnly()
-            out += int(dut.bd_rdata.value).to_bytes(self.beat, "little")
-            await RisingEdge(dut.clk)          # leave the read-only phase before the next write
-        return np.frombuffer(bytes(out[:self.size]), dtype=np.uint8).copy()
+        data = await read_image(self.dut, 0, self.size, self.beat)
+        return np.frombuffer(data, dtype=np.uint8).copy()
 
 
 class NpuHost:

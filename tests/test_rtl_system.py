@@ -175,6 +175,18 @@ def test_fast_memory_agrees_with_axiram():
     assert fast.counters["BYTES_READ"] == slow.counters["BYTES_READ"]
     with pytest.raises(ValueError, match="backpressure"):
         run_program(TINY, prog, image, memory="fast", backpressure=True)
+    # The same SLVERR window on both memories stops the NPU at the same instruction.
+    k = prog.layout["K"]
+    win = [(k.addr, k.addr + k.nbytes)]
+    e_slow = run_program(TINY, prog, image, slverr=win)
+    e_fast = run_program(TINY, prog, image, memory="fast", slverr=win)
+    assert e_slow.error_code == e_fast.error_code == ErrorCode.AXI_SLVERR
+    # The failing LOAD is the first that reads K; docs/sequencer.md: a LOAD error is reported at
+    # the oldest LOAD still in flight, which may be an earlier one (timing-dependent).
+    failing = next(i for i, w in enumerate(prog.words) if decode_word(w)["opcode"] == Opcode.LOAD
+                   and k.addr <= decode_word(w)["dram_addr"] < k.addr + k.nbytes)
+    for e in (e_slow, e_fast):
+        assert e.error_pc <= failing and decode_word(prog.words[e.error_pc])["opcode"] == Opcode.LOAD
 
 
 def test_cli_run_reports_match(capsys):
