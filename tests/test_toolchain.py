@@ -90,3 +90,10 @@ def test_lint_fails_on_warnings_not_waived(tmp_path):
     # ... and so does an error.
     v.write_text("module bad(input a, output [1:0] o);\n  assign o = {a, undeclared};\nendmodule\n")
     assert not lint(v, "bad").ok
+
+
+def test_lint_of_the_npu_passes(tmp_path):
+    res = generate(load_config("tiny"), tmp_path)
+    assert res.top == "npu" and res.report["pes"] == 16
+    r = lint(res.verilog, res.top)
+    assert r.ok, r.output
