@@ -298,6 +298,10 @@ class DmaEngine(wiring.Component):
         slot_busy = Array(Signal(name=f"slot{i}_busy") for i in range(n_slots))
         slot_last = Array(Signal(range(burst_len), name=f"slot{i}_last") for i in range(n_slots))
         slot_cnt = Array(Signal(range(burst_len + 1), name=f"slot{i}_cnt") for i in range(n_slots))
+        # The first error response of each slot's burst. It is reported when the
+        # beat retires, not when it arrives, so that every older LOAD has signalled
+        # done by then and the sequencer blames the LOAD the beat belongs to.
+        slot_err = Array(Signal(ERROR_SHAPE, name=f"slot{i}_err") for i in range(n_slots))
         iptr = Signal(range(n_slots))
         rptr = Signal(range(n_slots))
         rbeat = Signal(range(burst_len))
@@ -346,7 +350,7 @@ class DmaEngine(wiring.Component):
                 m.d.sync += [axi.arvalid.eq(1), axi.arid.eq(iptr + 1), axi.araddr.eq(rplan.addr),
                              axi.arlen.eq(rplan.len - 1),
                              slot_busy[iptr].eq(1), slot_last[iptr].eq(rplan.len - 1),
-                             slot_cnt[iptr].eq(0),
+                             slot_cnt[iptr].eq(0), slot_err[iptr].eq(0),
                              iptr.eq(Mux(iptr == n_slots - 1, 0, iptr + 1))]
             with m.Else():
                 m.d.sync += axi.arvalid.eq(0)
@@ -382,15 +386,18 @@ class DmaEngine(wiring.Component):
                          rob_w.addr.eq(Cat(slot_cnt[q_slot][:slot_lg], q_slot)),
                          self.bytes_read_inc.eq(beat)]
             m.d.sync += slot_cnt[q_slot].eq(slot_cnt[q_slot] + 1)
-            with m.If((ld_err == 0) & q_resp[1]):
-                m.d.sync += ld_err.eq(_resp_error(q_resp))
+            with m.If((slot_err[q_slot] == 0) & q_resp[1]):
+                m.d.sync += slot_err[q_slot].eq(_resp_error(q_resp))
 
         # ------------------------------------------------- in-order retirement
         avail = Signal()
         m.d.comb += avail.eq(slot_busy[rptr] & (rbeat < slot_cnt[rptr]))
         m.d.comb += [rob_r.en.eq(avail), rob_r.addr.eq(Cat(rbeat[:slot_lg], rptr))]
         t1_valid = Signal()
-        m.d.sync += t1_valid.eq(avail)
+        t1_err = Signal(ERROR_SHAPE)
+        m.d.sync += [t1_valid.eq(avail), t1_err.eq(Mux(avail, slot_err[rptr], 0))]
+        with m.If((t1_err != 0) & (ld_err == 0)):
+            m.d.sync += ld_err.eq(t1_err)
         with m.If(avail):
             with m.If(rbeat == slot_last[rptr]):
                 m.d.sync += [rbeat.eq(0), slot_busy[rptr].eq(0),
@@ -412,7 +419,7 @@ class DmaEngine(wiring.Component):
                 m.d.sync += row_buf.word_select(lw.sub, bb).eq(rob_r.data)
             lw.step(m)
             with m.If(lw.last_sub):
-                ok = ld_err == 0
+                ok = (ld_err == 0) & (t1_err == 0)
                 spad_row = Cat(row_buf[:(bpr[Mem.SPAD] - 1) * bb], rob_r.data)
                 acc_row = Cat(row_buf[:(bpr[Mem.ACC] - 1) * bb], rob_r.data)
                 m.d.sync += [

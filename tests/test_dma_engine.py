@@ -230,6 +230,8 @@ def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, 
             if ctx.get(dut.fetch.req.valid) and ctx.get(dut.fetch.req.ready):
                 res.setdefault("fetch_req_cycles", []).append(now)
             res["load_error"] = ctx.get(dut.load.error)
+            if res["load_error"] and "load_error_cycle" not in res:
+                res["load_error_cycle"] = now
             res["store_error"] = ctx.get(dut.store.error)
             busy = ctx.get(dut.load.busy) or ctx.get(dut.store.busy)
             all_issued = all(pos[op] == len(queues[op]) for op in units)
@@ -564,7 +566,24 @@ def test_load_error_while_pipelined():
     res = run(TINY, [(Opcode.LOAD, f) for f in fs], slave)
     assert res["load_error"] == ErrorCode.AXI_DECERR
     assert res["timeline"][1][3] is None
+    # Reported only after the older LOAD's done, so the sequencer blames the failing one.
+    assert res["timeline"][0][3] is not None and res["timeline"][0][3] < res["load_error_cycle"]
     assert all(res["spad"].rows[r] == res["spad0"][r] for r in range(101, 140))
+    assert not slave.pending_r
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_load_error_reported_after_older_loads(seed):
+    """The failing beat arrives early (slots answer out of order), yet the error waits for
+    every older LOAD's done: with several LOADs in flight, the error belongs to the oldest."""
+    fs = [dma(Mem.SPAD, 0x100 + 0x200 * k, 4, 30, 1, 40 * k, 0) for k in range(3)]
+    slave = Slave(TINY, seed=seed, lat=(0, 12), reorder=True, rd_err=[(0x300, 0x304, 2)])
+    res = run(TINY, [(Opcode.LOAD, f) for f in fs], slave)
+    assert res["load_error"] == ErrorCode.AXI_SLVERR
+    done = [t[3] for t in res["timeline"]]
+    assert done[0] is not None and done[0] < res["load_error_cycle"]
+    assert done[1] is None and done[2] is None
+    assert all(res["spad"].rows[r] == res["spad0"][r] for r in range(40, 120))
     assert not slave.pending_r
 
 
