@@ -300,7 +300,7 @@ def _parse_results(path: Path):
 
 def run_cocotb(build: BuildResult, test_module: str | None = None, testcase=None,
                extra_env: dict | None = None, *, run_dir=None, python_path=(), seed=None,
-               waves: bool = False, timeout_s: float = 1800) -> CocotbResult:
+               waves: bool = False, timeout_s: float = 1800, on_progress=None) -> CocotbResult:
     """Run cocotb ``test_module`` (default ``build.test_module``) on the model; never raises on a failing test.
 
     ``testcase`` (a name or list) selects tests. The run happens in
@@ -309,7 +309,9 @@ def run_cocotb(build: BuildResult, test_module: str | None = None, testcase=None
     the simulator's environment; ``python_path`` entries are prepended to its
     ``PYTHONPATH`` (for test modules outside the package). ``waves`` writes
     ``dump.fst`` (the build must have ``waves``). The simulator is killed
-    after ``timeout_s`` seconds of wall time.
+    after ``timeout_s`` seconds of wall time. ``on_progress(cycles)`` is called
+    about twice a second with the number the test last wrote to
+    ``run_dir/progress`` (the harness writes the cycles simulated so far).
     """
     import cocotb_tools.config as cc
     import find_libpython
@@ -351,14 +353,31 @@ def run_cocotb(build: BuildResult, test_module: str | None = None, testcase=None
     cmd = [str(build.exe), *(["--trace", "--trace-file", str(run_dir / "dump.fst")] if waves else [])]
     log = run_dir / "sim.log"
     t0 = time.monotonic()
+    progress_file = run_dir / "progress"
+    progress_file.unlink(missing_ok=True)
     with open(log, "w") as lf:
-        try:
-            p = subprocess.run(cmd, cwd=run_dir, env=env, stdout=lf, stderr=subprocess.STDOUT,
-                               timeout=timeout_s)
-            rc = p.returncode
-        except subprocess.TimeoutExpired:
-            rc = -9
-            lf.write(f"\nflashnpu: simulator killed after {timeout_s} s wall time\n")
+        p = subprocess.Popen(cmd, cwd=run_dir, env=env, stdout=lf, stderr=subprocess.STDOUT)
+        last = None
+        while True:
+            try:
+                rc = p.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() - t0 > timeout_s:
+                p.kill()
+                p.wait()
+                rc = -9
+                lf.write(f"\nflashnpu: simulator killed after {timeout_s} s wall time\n")
+                break
+            if on_progress is not None:
+                try:
+                    now = int(progress_file.read_text() or 0)
+                except (OSError, ValueError):     # not written yet, or caught mid-write
+                    continue
+                if now != last:
+                    on_progress(now)
+                    last = now
     wall = time.monotonic() - t0
     if not results.exists():
         return CocotbResult(False, 0, [("(no results.xml)", f"simulator exit {rc}")], None, log,

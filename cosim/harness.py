@@ -263,6 +263,7 @@ async def run_program(dut):
     irq = getattr(dut, "irq", None)
     st = await host.status()
     waited = 0
+    progress_file, tmp = run_dir / "progress", run_dir / "progress.tmp"
     while not (st["done"] or st["error"]) and waited < timeout:
         chunk = min(POLL_CYCLES, timeout - waited)
         t0 = get_sim_time("ns")
@@ -271,6 +272,8 @@ async def run_program(dut):
         else:
             await Timer(chunk * CLOCK_NS, "ns")
         waited += max(1, round((get_sim_time("ns") - t0) / CLOCK_NS))
+        tmp.write_text(str(waited))
+        tmp.replace(progress_file)          # atomic: the parent never reads half a number
         st = await host.status()
     harness_cycles = round((get_sim_time("ns") - t_start) / CLOCK_NS)
     sim_wall = time.monotonic() - t_wall

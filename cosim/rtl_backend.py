@@ -140,7 +140,7 @@ def _words(program):
 def run_program(config, program, dram_image, *, backpressure: bool = False, waves: bool = False,
                 timeout_cycles: int | None = None, mem_size: int | None = None, slverr=(),
                 seed: int = 0, memory: str = "axiram", lat: int | None = None, progress=None,
-                run_dir=None, wall_timeout_s: float = 7200) -> RtlResult:
+                sim_progress=None, run_dir=None, wall_timeout_s: float = 7200) -> RtlResult:
     """Run ``program`` (``.words``, ``.prog_addr``) on the Verilated NPU with DRAM ``dram_image``.
 
     The program words are written into (a copy of) the image at
@@ -157,6 +157,10 @@ def run_program(config, program, dram_image, *, backpressure: bool = False, wave
     clock, no backpressure, one SLVERR window; its size is
     :func:`fast_mem_bytes` of the image unless ``mem_size`` is given, and
     DECERR starts there).
+
+    ``progress(message)`` hears about the build and the start of the
+    simulation; ``sim_progress(cycles)`` about the cycles simulated so far,
+    about twice a second.
     """
     t0 = time.monotonic()
     cfg = load_config(config)
@@ -201,7 +205,8 @@ def run_program(config, program, dram_image, *, backpressure: bool = False, wave
         (run_dir / f).unlink(missing_ok=True)
     if progress is not None:
         progress(f"simulating ({len(program.words)} instructions, watchdog {timeout} cycles)")
-    res = run_cocotb(b, HARNESS, run_dir=run_dir, waves=waves, timeout_s=wall_timeout_s)
+    res = run_cocotb(b, HARNESS, run_dir=run_dir, waves=waves, timeout_s=wall_timeout_s,
+                     on_progress=sim_progress)
     rfile = run_dir / "result.json"
     if not rfile.exists():
         raise RtlError(f"the RTL run did not complete: {res.summary()}")
@@ -279,12 +284,24 @@ def cli_run(args) -> int:
         gold_err = None
     except NpuError as e:
         gold, gold_err = None, e
+    from tqdm import tqdm
+    from flashnpu.sw.perfmodel import predict
+    # The bar's total is the performance model's estimate; the run may take a little more or less.
+    bar = tqdm(total=predict(cfg, prog.words).cycles, unit="cycle", unit_scale=True,
+               desc="simulating", leave=False, disable=None)
+
+    def sim_progress(cycles):
+        bar.update(cycles - bar.n)
+
+    memory = getattr(args, "memory", "axiram")
     try:
         rtl = run_program(cfg, prog, image, backpressure=args.backpressure, waves=args.waves,
-                          seed=args.seed, progress=progress)
+                          seed=args.seed, progress=progress, sim_progress=sim_progress, memory=memory)
     except RtlError as e:
         print(f"RTL run failed: {e}", file=sys.stderr)
         return 1
+    finally:
+        bar.close()
     print(f"build {rtl.build_s:.1f} s ({'cached' if rtl.build.cached else 'cold'}), "
           f"simulation {rtl.sim_wall_s:.1f} s ({rtl.cycles_per_s:,.0f} cycles/s)")
     if args.waves:

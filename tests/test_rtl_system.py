@@ -75,6 +75,18 @@ def test_attention_default_config():
     _check_bit_exact(cfg, prog, image)
 
 
+def test_progress_reports_simulated_cycles():
+    """The harness leaves the cycles simulated so far in run_dir/progress at every poll
+    (flashnpu run's progress bar reads it); after the run it holds about the run's length."""
+    from flashnpu.cosim.harness import POLL_CYCLES
+    wl = GemmWorkload(M=96, N=96, K=96)
+    prog, _, image = _case(wl, seed=12)
+    rtl = run_program(TINY, prog, image, memory="fast")
+    assert rtl.cycles > 2 * POLL_CYCLES
+    seen = int((rtl.run_dir / "progress").read_text())
+    assert rtl.cycles - 16 <= seen <= rtl.cycles + 16, (seen, rtl.cycles)
+
+
 def test_corrupted_dram_word_is_a_mismatch():
     wl = GemmWorkload(M=4, N=4, K=4)
     prog, _, image = _case(wl, seed=6)
