@@ -59,10 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--waves", action="store_true", help="write an FST waveform")
     p.add_argument("--trace", metavar="FILE", help="write a Perfetto trace (JSON)")
     p.add_argument("--backpressure", action="store_true", help="random AXI delays")
+    p.add_argument("--memory", choices=("axiram", "fast"), default="axiram",
+                   help="DRAM model: cocotbext-axi AxiRam, or the faster HDL ideal slave (docs/axi_memory.md)")
 
-    p = sub.add_parser("bench", help="run the benchmark suite")
+    p = sub.add_parser("bench", help="run the benchmark suite (docs/benchmark.md)")
+    p.add_argument("--config", default="default", help="config name or YAML path")
     p.add_argument("--full", action="store_true", help="include the long workloads")
-    p.add_argument("--plot", action="store_true", help="draw PNG plots")
+    p.add_argument("--plot", action="store_true", help="draw PNG plots into the result folder")
+    p.add_argument("--reuse", action="store_true",
+                   help="do not simulate: take the RTL columns from <output>/bench.json, predict the model again")
     p.add_argument("-o", "--output", default="build/bench", help="result folder")
     p.add_argument("--only", default=None, help="run only workloads whose name contains this")
     return ap
