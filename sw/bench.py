@@ -1,25 +1,53 @@
 """The benchmark suite: RTL cycles against the performance model, utilization, DMA traffic.
 
-``make bench`` (``flashnpu bench``) runs every default workload on the
-default config: it compiles it, runs it on the Verilated NPU (bit-exact
-against the golden model, or the row is marked failed), predicts it with
-``sw/perfmodel.py`` and prints one table row. Long workloads run only with
-``--full``. Results go to ``<output>/bench.json`` and ``<output>/bench.md``.
-This is not a test: it prints numbers; the targets are shown beside them.
+``make bench`` (``flashnpu bench``) runs every default workload of
+:data:`SUITE` on the default config: it compiles it, runs it on the Verilated
+NPU with the HDL DRAM (``memory="fast"``, latency :data:`BENCH_LAT`; every
+output bit is compared with the golden model, the ``bit-exact`` column),
+predicts it with ``sw/perfmodel.py`` and prints one table row. Long workloads
+run only with ``--full``. Results go to ``<output>/bench.json`` and
+``<output>/bench.md``; ``--reuse`` re-predicts the model columns of an
+existing ``bench.json`` without simulating again. ``docs/benchmark.md``
+defines every column. This is not a test: it prints numbers, with the targets
+beside them.
+
+Where the cycles go (the ``bottleneck`` column) is derived, not stated per
+workload: the RTL counters split the cycles the array does not spend on
+useful MACs into masked/padded MACs (``ARRAY_ACTIVE`` minus the useful
+MACs), MATMUL fill and latency (``MATRIX_BUSY - ARRAY_ACTIVE``) and array
+idle (``CYCLES - MATRIX_BUSY``); the idle cycles are then shared out by the
+cause the performance model's timeline gives for each gap of the array (the
+unit whose token the next MATMUL waited for, the first loads, or the chain of
+instructions after the last MATMUL).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import platform
+import subprocess
 import time
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from flashnpu.sw.config import load_config
 
-__all__ = ["BenchCase", "SUITE", "run_case", "cli_bench"]
+__all__ = ["BenchCase", "SUITE", "BENCH_LAT", "suite_mem_bytes", "min_dma_bytes", "token_producers",
+           "array_idle_causes", "bottleneck", "measure_rtl", "add_model", "run_case",
+           "markdown_table", "cli_bench"]
+
+#: AXI latency of the HDL DRAM in the benchmark (the ideal slave of docs/dma.md; AxiRam behaves as 1).
+BENCH_LAT = 1
+
+#: Utilization at or above which a run counts as compute-bound.
+COMPUTE_BOUND = 0.97
+#: Busy fraction at or above which a unit other than the array counts as a bound of its own.
+SATURATED = 0.90
 
 
 @dataclass(frozen=True)
@@ -61,83 +89,314 @@ SUITE = (
 )
 
 
-def min_dma_bytes(case: BenchCase, workload) -> int:
-    """Bytes the workload must move at least: every input once, every output once."""
-    if case.kind == "gemm":
-        w = workload
-        return w.M * w.K + w.K * w.N + 4 * w.M * w.N
-    w = workload
-    q = w.batch * w.heads * w.seq_q * w.head_dim
-    kv = 2 * w.batch * w.kv_heads * w.seq_k * w.head_dim
-    return q + kv + q
+def _case_from_row(row) -> BenchCase:
+    """The case a result row was measured for (the suite's, or one rebuilt from the row)."""
+    for c in SUITE:
+        if c.name == row["name"]:
+            return c
+    return BenchCase(row["name"], row["kind"], dict(row["params"]), target=row.get("target"))
 
 
-def _bottleneck(row) -> str:
-    """The unit that limits a run: the busiest one, or the tokens if none is busy."""
-    fr = {"array": row["util"], "vector": row["vector_busy"], "dma": row["dma_busy"]}
-    unit, val = max(fr.items(), key=lambda kv: kv[1])
-    if val < 0.6:
-        return "latency/tokens"
-    return unit
-
-
-def run_case(case: BenchCase, config, *, lat: int = 1, memory: str = "fast", seed: int = 0) -> dict:
-    """Compile, simulate on the RTL, predict with the model; return one result row."""
-    from flashnpu.sw import compiler, reference
-    from flashnpu.sw.driver import run
-    from flashnpu.sw.perfmodel import predict
-
+def suite_mem_bytes(config) -> int:
+    """The HDL DRAM size for every case of the suite: one Verilated model serves the default and
+    the ``--full`` runs (the size is part of the model's build key)."""
+    from flashnpu.cosim.rtl_backend import fast_mem_bytes
+    from flashnpu.sw.compiler import compile_workload
     cfg = load_config(config)
-    wl = case.workload()
+    return fast_mem_bytes(max(compile_workload(c.workload(), cfg).dram_bytes for c in SUITE))
+
+
+def program_hash(words) -> str:
+    """Identifies a compiled program (``--reuse`` refuses model rows for a changed program)."""
+    h = hashlib.sha256()
+    for w in words:
+        h.update(int(w).to_bytes(32, "little"))
+    return h.hexdigest()[:16]
+
+
+def min_dma_bytes(program) -> int:
+    """Bytes the workload must move at least: every input read once and every output written
+    once, at the user's shapes (no padding) and the stored element size."""
+    return sum(int(np.prod(p.shape)) * p.itemsize for p in program.layout.values())
+
+
+def _tensors(case, wl, seed):
+    from flashnpu.sw import reference
     rng = np.random.default_rng(seed)
     if case.kind == "attention":
-        tensors = reference.make_attention_tensors(wl, rng)
-    else:
-        tensors = {"A": rng.integers(-128, 128, (wl.M, wl.K), dtype=np.int8),
-                   "B": rng.integers(-128, 128, (wl.K, wl.N), dtype=np.int8)}
+        return reference.make_attention_tensors(wl, rng)
+    return reference.make_gemm_tensors(wl, rng)
+
+
+# ------------------------------------------------------------ where the cycles go
+def token_producers(words) -> dict:
+    """pc -> pcs of the instructions whose tokens it pops.
+
+    The k-th pop of counter ``src -> dst`` takes the k-th push (counters are
+    FIFO in count; ``sw/tokens.py`` checks that every pop has an earlier push).
+    """
+    from flashnpu.sw.isa import OPCODE_QUEUE, Opcode, Queue, decode
+    pushes, pops, out = {}, Counter(), {}
+    for pc, w in enumerate(words):
+        d = decode(int(w))
+        if d["opcode"] == Opcode.HALT:
+            break
+        q = OPCODE_QUEUE[d["opcode"]]
+        prods = []
+        for src in Queue:
+            if d["wait"] >> src & 1:
+                prods.append(pushes[(src, q)][pops[(src, q)]])
+                pops[(src, q)] += 1
+        for dst in Queue:
+            if d["signal"] >> dst & 1:
+                pushes.setdefault((q, dst), []).append(pc)
+        out[pc] = prods
+    return out
+
+
+def array_idle_causes(perf, words, config) -> dict:
+    """Why the array idles in the model's timeline: cause -> cycles.
+
+    A gap before a MATMUL goes to the producer whose token arrived last
+    (``"<unit>: <instruction>"``, e.g. ``"vector: vector.exp"``) or to
+    ``"sequencer: dispatch"`` when no token held it; the gap before the first
+    MATMUL is ``"fill: ..."``; the cycles after the last MATMUL's stream go to
+    the chain of instructions that ends the program (``"drain: ..."``).
+    """
+    from flashnpu.sw.isa import decode
+    from flashnpu.sw.perfmodel import DEFAULT_TIMING, MatrixModel
+    from flashnpu.sw.trace import instruction_label
+    cfg = load_config(config)
+    tile_cycles = MatrixModel(cfg, DEFAULT_TIMING).tile_cycles
+    visible_after = DEFAULT_TIMING.done_to_token + DEFAULT_TIMING.head_to_offer
+    producers = token_producers(words)
+    at = {pc: (unit, a, d) for unit, pc, a, d in perf.timeline}
+    label = {pc: instruction_label(words[pc]) for pc in at}
+
+    def binding_producer(pc):
+        """The producer whose token made ``pc`` start when it did, or None."""
+        accept = at[pc][1]
+        best = max(producers.get(pc, ()), key=lambda p: at[p][2], default=None)
+        if best is not None and at[best][2] + visible_after >= accept:
+            return best
+        return None
+
+    causes = Counter()
+    mats = sorted((a, pc) for pc, (u, a, _d) in at.items() if u == "matrix")
+    stream_end = 0
+    for i, (a, pc) in enumerate(mats):
+        gap = a - stream_end
+        if gap > 0:
+            p = binding_producer(pc)
+            who = f"{at[p][0]}: {label[p]}" if p is not None else "sequencer: dispatch"
+            causes[("fill: " + who) if i == 0 else who] += gap
+        stream_end = max(stream_end, a + tile_cycles(decode(int(words[pc]))))
+    if not mats:
+        return {}
+    # After the last stream: follow the chain back from the instruction that finishes last.
+    last = max((pc for pc in at if at[pc][0] != "sequencer"), key=lambda pc: at[pc][2])
+    queue_prev, seen = {}, {}
+    for pc in sorted(at):
+        u = at[pc][0]
+        queue_prev[pc] = seen.get(u)
+        seen[u] = pc
+    chain, x = [], last
+    while x is not None and at[x][0] != "matrix" and at[x][2] > stream_end:
+        chain.append(x)
+        p = binding_producer(x)
+        x = p if p is not None else queue_prev[x]
+    covered = stream_end
+    for pc in reversed(chain):
+        unit, a, d = at[pc]
+        span = max(0, d - max(a, covered))
+        covered = max(covered, d)
+        if span:
+            causes[f"drain: {label[pc]}"] += span
+    rest = perf.cycles - stream_end - sum(v for k, v in causes.items() if k.startswith("drain: "))
+    if rest > 0:
+        causes["drain: sequencer"] += rest
+    return dict(causes)
+
+
+def _idle_groups(idle_causes: dict) -> list:
+    """The causes grouped as ``(kind, unit, instructions, model cycles)``: one group for the fill,
+    one for the drain (its unit: the one with most drain cycles), one per waited-for unit."""
+    groups: dict = {}
+    for cause, cycles in idle_causes.items():
+        kind, _, who = cause.partition(": ")
+        if kind == "fill":
+            unit, _, inst = who.partition(": ")
+        elif kind == "drain":
+            inst = who
+            unit = inst.split(".")[0].split(" ")[0].replace("matmul", "matrix")
+        else:
+            unit, inst = kind, who
+            kind = "wait"
+        key = (kind, unit) if kind == "wait" else (kind, None)
+        g = groups.setdefault(key, {"units": Counter(), "insts": [], "cycles": 0})
+        g["units"][unit] += cycles
+        g["cycles"] += cycles
+        if inst not in g["insts"]:
+            g["insts"].append(inst)
+    return [(kind, g["units"].most_common(1)[0][0], g["insts"], g["cycles"])
+            for (kind, _), g in groups.items()]
+
+
+def bottleneck(row, idle_causes: dict, model_idle: int) -> tuple[str, list]:
+    """The table's ``bottleneck`` text and the loss list ``[(unit, why, fraction of cycles)]``.
+
+    Magnitudes come from the RTL counters of ``row``; the split of the array's
+    idle cycles follows ``idle_causes`` (model cycles, scaled to the RTL's idle).
+    """
+    c, cyc = row["counters"], row["rtl_cycles"]
+    useful = row["macs_useful"] / row["pes"]
+    busy = {"load": c["LOAD_BUSY"] / cyc, "store": c["STORE_BUSY"] / cyc, "vector": c["VECTOR_BUSY"] / cyc}
+    losses = []
+    masked = c["ARRAY_ACTIVE"] - useful
+    if masked > 0:
+        what = "masked (causal) and padded" if row["params"].get("causal") else "padded"
+        losses.append(("array", f"{what} MACs", masked / cyc))
+    overhead = c["MATRIX_BUSY"] - c["ARRAY_ACTIVE"]
+    if overhead > 0:
+        losses.append(("array", "MATMUL pipeline latency not overlapped", overhead / cyc))
+    idle = cyc - c["MATRIX_BUSY"]
+    total = sum(idle_causes.values())
+
+    def short(inst):
+        return inst.split(".")[-1].split(" ")[0]
+
+    for kind, unit, insts, cycles in _idle_groups(idle_causes):
+        names = "/".join(dict.fromkeys(short(i) for i in insts))
+        if kind == "fill":
+            why = f"fill: the array waits for the first {names}"
+        elif kind == "drain":
+            why = "drain: " + "->".join(short(i) for i in insts if i != "sequencer") + " after the last MATMUL"
+        elif unit == "sequencer":
+            why = "the array waits for instructions (dispatch)"
+        else:
+            why = f"the array waits for {names}"
+        if kind == "wait" and unit in busy:
+            why += f" ({unit} busy {busy[unit]:.0%})"
+        losses.append((unit, why, idle * cycles / total / cyc))
+    losses.sort(key=lambda l: -l[2])
+    if row["util"] >= COMPUTE_BOUND or not losses:
+        text = "array: compute-bound"
+        if losses and losses[0][2] >= 0.01:
+            text += f"; rest {losses[0][0]}: {losses[0][1]} ({losses[0][2]:.0%})"
+        return text, losses
+    parts = [f"{u}: {why} ({frac:.0%})" for u, why, frac in losses[:2]
+             if frac >= 0.01 or (u, why, frac) == losses[0]]
+    # A unit as busy as the array shares its bound, whatever the idle split says.
+    parts[:0] = [f"{u}: saturated, busy {b:.0%}" for u, b in busy.items() if b >= SATURATED]
+    text = "; ".join(parts)
+    approx = abs(model_idle - idle) > 0.2 * idle + 0.005 * cyc
+    if approx and any(l[1].startswith(("fill", "drain", "the array waits")) for l in losses[:2]):
+        text += f" [idle split from the model: model idle {model_idle / cyc:.0%}, RTL {idle / cyc:.0%}]"
+    return text, losses
+
+
+# ------------------------------------------------------------------- one row
+def _git_state() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hw", "sw", "cosim"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.split("\n")
+        return {"commit": head, "dirty": [ln[3:] for ln in dirty if ln.strip()]}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": []}
+
+
+def measure_rtl(case: BenchCase, config, *, seed: int = 0, mem_size: int | None = None) -> dict:
+    """Compile ``case``, run it on the Verilated NPU (HDL DRAM) and the golden model; the RTL part of a row."""
+    from flashnpu.sw.driver import run
+    cfg = load_config(config)
+    wl = case.workload()
+    tensors = _tensors(case, wl, seed)
     t0 = time.perf_counter()
-    rtl = run(wl, tensors, backend="rtl", config=cfg, memory=memory, lat=lat, check_golden=True)
-    wall = time.perf_counter() - t0
-    prog = rtl.program
-    t1 = time.perf_counter()
-    model = predict(cfg, prog.words, lat=lat)
-    model_s = time.perf_counter() - t1
-    c = rtl.counters
-    cycles = rtl.cycles
-    row = {
-        "name": case.name, "kind": case.kind, "params": case.params,
-        "rtl_cycles": cycles, "model_cycles": model.cycles,
-        "model_error": (model.cycles - cycles) / cycles,
-        "util": prog.macs_useful / (cfg.pes * cycles),
-        "target": case.target,
-        "matrix_busy": c["MATRIX_BUSY"] / cycles,
-        "vector_busy": c["VECTOR_BUSY"] / cycles,
-        "load_busy": c["LOAD_BUSY"] / cycles, "store_busy": c["STORE_BUSY"] / cycles,
-        "dma_busy": max(c["LOAD_BUSY"], c["STORE_BUSY"]) / cycles,
-        "dma_bytes": c["BYTES_READ"] + c["BYTES_WRITTEN"],
-        "dma_bytes_min": min_dma_bytes(case, wl),
-        "bit_exact": rtl.golden_match,
-        "sim_wall_s": wall, "sim_cycles_per_s": cycles / rtl.sim_wall_s if rtl.sim_wall_s else None,
-        "model_wall_s": model_s, "model_speedup": (rtl.sim_wall_s / model_s) if model_s else None,
-        "counters": c,
+    res = run(wl, tensors, backend="rtl", config=cfg, memory="fast", lat=BENCH_LAT, mem_size=mem_size,
+              check_golden=True)
+    total = time.perf_counter() - t0
+    raw, prog = res.raw, res.program
+    return {
+        "name": case.name, "kind": case.kind, "params": dict(case.params), "target": case.target,
+        "seed": seed, "program_hash": program_hash(prog.words), "instructions": prog.instructions,
+        "tiling": prog.tiling, "pes": cfg.pes, "macs_useful": prog.macs_useful,
+        "macs_issued": prog.macs_issued, "rtl_cycles": res.cycles, "counters": dict(res.counters),
+        "bit_exact": bool(res.golden_match), "dma_bytes_min": min_dma_bytes(prog),
+        "build_s": raw.build_s, "build_cached": bool(raw.build.cached),
+        # The simulator process: start-up, image load, START..done, read-back (no build).
+        "sim_wall_s": raw.wall_s - raw.build_s,
+        "sim_run_s": raw.sim_wall_s,            # START..done inside the simulator
+        "golden_s": total - raw.wall_s,
     }
-    row["bottleneck"] = _bottleneck(row)
+
+
+def add_model(row: dict, config) -> dict:
+    """Compile the row's case again, predict it with the performance model, fill the derived columns."""
+    from flashnpu.sw.compiler import compile_workload
+    from flashnpu.sw.perfmodel import predict
+    cfg = load_config(config)
+    case = _case_from_row(row)
+    prog = compile_workload(case.workload(), cfg)
+    row = dict(row)
+    cyc, c = row["rtl_cycles"], row["counters"]
+    row.update(
+        util=row["macs_useful"] / (row["pes"] * cyc),
+        matrix_busy=c["MATRIX_BUSY"] / cyc, vector_busy=c["VECTOR_BUSY"] / cyc,
+        load_busy=c["LOAD_BUSY"] / cyc, store_busy=c["STORE_BUSY"] / cyc,
+        dma_bytes=c["BYTES_READ"] + c["BYTES_WRITTEN"],
+        sim_cycles_per_s=cyc / row["sim_run_s"] if row.get("sim_run_s") else None)
+    row["dma_ratio"] = row["dma_bytes"] / row["dma_bytes_min"]
+    row["target_met"] = None if row.get("target") is None else row["util"] >= row["target"]
+    if program_hash(prog.words) != row["program_hash"]:
+        # The compiler changed since the RTL run: the model would predict another program.
+        row.update(model_cycles=None, model_error=None, model_counters=None, losses=None,
+                   bottleneck="stale: the program changed since this RTL run (run the case again)")
+        return row
+    t0 = time.perf_counter()
+    perf = predict(cfg, prog.words, lat=BENCH_LAT)
+    row["model_s"] = time.perf_counter() - t0
+    causes = array_idle_causes(perf, prog.words, cfg)
+    model_idle = perf.cycles - perf.busy["matrix"]
+    text, losses = bottleneck(row, causes, model_idle)
+    row.update(model_cycles=perf.cycles, model_error=(perf.cycles - cyc) / cyc,
+               model_counters=dict(perf.counters), model_idle_causes=causes, losses=losses,
+               bottleneck=text)
     return row
 
 
+def run_case(case: BenchCase, config, *, seed: int = 0, mem_size: int | None = None) -> dict:
+    """One full row: RTL run, golden check, model prediction, derived columns."""
+    return add_model(measure_rtl(case, config, seed=seed, mem_size=mem_size), config)
+
+
+# ------------------------------------------------------------------- output
+def _target(r):
+    if r.get("target") is None:
+        return None
+    return f">={r['target']:.0%} " + ("met" if r["target_met"] else "MISSED")
+
+
+def _dma(r):
+    return f"{r['dma_bytes'] / 1024:,.0f} KiB = {r['dma_ratio']:.2f}x"
+
+
 COLUMNS = (
-    ("workload", "name", "{}"),
-    ("RTL cycles", "rtl_cycles", "{:,}"),
-    ("model cycles", "model_cycles", "{:,}"),
-    ("model err", "model_error", "{:+.2%}"),
-    ("PE util", "util", "{:.1%}"),
-    ("target", "target", "{:.0%}"),
-    ("vector busy", "vector_busy", "{:.1%}"),
-    ("DMA busy", "dma_busy", "{:.1%}"),
-    ("DMA bytes / min", "dma_ratio", "{:.2f}x"),
-    ("bottleneck", "bottleneck", "{}"),
-    ("bit-exact", "bit_exact", "{}"),
-    ("sim wall", "sim_wall_s", "{:.1f} s"),
+    ("workload", lambda r: r["name"]),
+    ("RTL cycles", lambda r: f"{r['rtl_cycles']:,}"),
+    ("model cycles", lambda r: None if r.get("model_cycles") is None else f"{r['model_cycles']:,}"),
+    ("model err", lambda r: None if r.get("model_error") is None else f"{r['model_error']:+.1%}"),
+    ("PE util", lambda r: f"{r['util']:.1%}"),
+    ("target", _target),
+    ("matrix busy", lambda r: f"{r['matrix_busy']:.1%}"),
+    ("vector busy", lambda r: f"{r['vector_busy']:.1%}"),
+    ("DMA busy load/store", lambda r: f"{r['load_busy']:.1%} / {r['store_busy']:.1%}"),
+    ("DMA bytes vs min", _dma),
+    ("bottleneck", lambda r: r.get("bottleneck")),
+    ("bit-exact", lambda r: "yes" if r["bit_exact"] else "NO"),
+    ("sim wall", lambda r: f"{r['sim_wall_s']:.1f} s"),
 )
 
 
@@ -146,40 +405,97 @@ def markdown_table(rows) -> str:
     sep = "|" + "|".join("---" for _ in COLUMNS) + "|"
     lines = [head, sep]
     for r in rows:
-        r = dict(r, dma_ratio=r["dma_bytes"] / r["dma_bytes_min"])
         cells = []
-        for _, key, fmt in COLUMNS:
-            v = r.get(key)
-            cells.append("-" if v is None else fmt.format(v))
+        for _, cell in COLUMNS:
+            v = cell(r)
+            cells.append("-" if v is None else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _machine() -> str:
+    return f"{platform.node() or 'host'}, {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
+
+
+def render(result: dict) -> str:
+    """The Markdown page of a result (``bench.md``)."""
+    rows = result["rows"]
+    lines = [f"# flashnpu bench: config {result['config']}", "",
+             f"Measured {result['date']} on {result['machine']}; commit {result['git']['commit']}"
+             + (f" (uncommitted changes in {', '.join(result['git']['dirty'])})" if result["git"]["dirty"] else "")
+             + f". RTL: Verilated NPU with the HDL DRAM, latency {result['lat']}; "
+             f"wall time of the RTL runs {result['wall_s']:.0f} s"
+             + (f", model columns re-predicted {result['repredicted']}" if result.get("repredicted") else "")
+             + ".", "", markdown_table(rows), ""]
+    missed = [r for r in rows if r.get("target_met") is False]
+    met = [r for r in rows if r.get("target_met")]
+    if met or missed:
+        lines.append("Targets: " + ", ".join(
+            f"{r['name']} {r['util']:.1%} {_target(r)}" for r in met + missed) + ".")
+    if result.get("not_run"):
+        lines.append("Not run (long; use --full): " + ", ".join(result["not_run"]) + ".")
+    failed = [r["name"] for r in rows if not r["bit_exact"]]
+    if failed:
+        lines.append("NOT bit-exact with the golden model: " + ", ".join(failed) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def _write(out: Path, result: dict) -> str:
+    (out / "bench.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    text = render(result)
+    (out / "bench.md").write_text(text)
+    return text
 
 
 def cli_bench(args) -> int:
     cfg = load_config(getattr(args, "config", None) or "default")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    if getattr(args, "reuse", False):
+        return _cli_reuse(args, cfg, out)
     cases = [c for c in SUITE if (args.full or not c.full_only)
              and (not args.only or args.only in c.name)]
-    skipped = [c.name for c in SUITE if c.full_only and not args.full]
-    rows = []
+    if not cases:
+        raise ValueError(f"--only {args.only!r}: no workload of the suite matches "
+                         f"({', '.join(c.name for c in SUITE)})")
+    result = {"config": cfg.name, "date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": _machine(),
+              "git": _git_state(), "lat": BENCH_LAT, "wall_s": 0.0, "rows": [],
+              "not_run": [c.name for c in SUITE if c.full_only and not args.full]}
+    mem = suite_mem_bytes(cfg)
     t0 = time.perf_counter()
     for case in cases:
         print(f"[bench] {case.name} ...", flush=True)
-        row = run_case(case, cfg)
-        rows.append(row)
+        row = run_case(case, cfg, mem_size=mem)
+        result["rows"].append(row)
+        result["wall_s"] = time.perf_counter() - t0
+        build = "" if row["build_cached"] else f" (after a {row['build_s']:.0f} s Verilator build)"
         print(f"[bench] {case.name}: {row['rtl_cycles']:,} cycles, util {row['util']:.1%}, "
-              f"model err {row['model_error']:+.2%}, {row['sim_wall_s']:.1f} s", flush=True)
-        (out / "bench.json").write_text(json.dumps({"config": cfg.name, "rows": rows}, indent=1, default=str))
-    table = markdown_table(rows)
-    note = ""
-    if skipped:
-        note = "\n\nNot run (long; use --full): " + ", ".join(skipped)
-    text = f"# flashnpu bench ({cfg.name}, {time.perf_counter() - t0:.0f} s)\n\n{table}{note}\n"
-    (out / "bench.md").write_text(text)
+              f"model err {row['model_error']:+.1%}, sim {row['sim_wall_s']:.1f} s{build}", flush=True)
+        _write(out, result)
+    text = _write(out, result)
     print(text)
     if getattr(args, "plot", False):
         from flashnpu.sw.plots import plot_bench
-        for p in plot_bench(rows, cfg, out):
+        for p in plot_bench(result["rows"], cfg, out):
             print(f"[bench] wrote {p}")
-    return 0 if all(r["bit_exact"] for r in rows) else 1
+    return 0 if all(r["bit_exact"] for r in result["rows"]) else 1
+
+
+def _cli_reuse(args, cfg, out: Path) -> int:
+    """``--reuse``: the RTL columns from ``<output>/bench.json``, the model columns predicted again."""
+    src = out / "bench.json"
+    if not src.exists():
+        raise ValueError(f"--reuse: {src} does not exist (run flashnpu bench first)")
+    result = json.loads(src.read_text())
+    if result.get("config") != cfg.name:
+        raise ValueError(f"--reuse: {src} holds config {result.get('config')!r}, not {cfg.name!r}")
+    result["rows"] = [add_model(r, cfg) if not args.only or args.only in r["name"] else r
+                      for r in result["rows"]]
+    result["repredicted"] = time.strftime("%Y-%m-%d %H:%M %Z")
+    text = _write(out, result)
+    print(text)
+    if getattr(args, "plot", False):
+        from flashnpu.sw.plots import plot_bench
+        for p in plot_bench(result["rows"], cfg, out):
+            print(f"[bench] wrote {p}")
+    return 0 if all(r["bit_exact"] for r in result["rows"]) else 1

@@ -1,10 +1,17 @@
 """Chrome/Perfetto trace files of a program's execution, one track per unit.
 
-The trace is built from the performance model's timeline (``PerfResult.timeline``):
-each instruction is a complete event ("ph": "X") on its unit's track, from
-the cycle its unit took it to the cycle of its done. One cycle is shown as one
-microsecond, so the Perfetto time axis reads in cycles. Open the file in
-ui.perfetto.dev or chrome://tracing.
+The trace is built from the performance model's timeline (``PerfResult.timeline``;
+the RTL has no per-instruction timestamps, only the totals of its counters,
+which go into the trace's metadata when given). Each instruction is a complete
+event (``"ph": "X"``) on its unit's track, from the cycle its unit took it to
+the cycle of its done. One cycle is shown as one microsecond, so the
+Perfetto time axis reads in cycles. Open the file in ui.perfetto.dev or
+chrome://tracing.
+
+A unit can hold several instructions in flight (the DMA's outstanding bursts,
+the array's pipeline latency). Perfetto requires the slices of one track to
+nest, so an instruction that overlaps the previous one of its unit goes on a
+second lane of the same unit ("load #2"), sorted right below the first.
 """
 
 from __future__ import annotations
@@ -14,13 +21,18 @@ from pathlib import Path
 
 from flashnpu.sw.isa import Opcode, VectorFunct, decode
 
-__all__ = ["trace_events", "write_trace"]
+__all__ = ["UNITS", "instruction_label", "assign_lanes", "trace_events", "write_trace"]
 
-TRACKS = ("sequencer", "load", "store", "matrix", "vector")
+#: The units, in track order: the names ``PerfResult.timeline`` uses.
+UNITS = ("sequencer", "load", "store", "matrix", "vector")
+
+#: How many lanes a unit may need before the layout is a bug (outstanding DMA instructions, pipeline depth).
+_MAX_LANES = 16
 
 
-def _label(word: int) -> str:
-    d = decode(word)
+def instruction_label(word: int) -> str:
+    """A short name of an instruction: ``load``, ``matmul 128x4x4``, ``vector.exp``."""
+    d = decode(int(word))
     op = d["opcode"]
     if op == Opcode.VECTOR:
         return f"vector.{VectorFunct(d['funct']).name.lower()}"
@@ -29,24 +41,73 @@ def _label(word: int) -> str:
     return op.name.lower()
 
 
-def trace_events(perf, words, *, title: str = "flashnpu") -> dict:
-    """The trace as a dict in the Chrome trace event format."""
-    events = [{"name": "process_name", "ph": "M", "pid": 1, "args": {"name": title}}]
-    for tid, name in enumerate(TRACKS):
-        events.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}})
-    for unit, pc, accept, done in perf.timeline:
+def assign_lanes(timeline) -> list[int]:
+    """The lane (0, 1, ...) of each ``(unit, pc, accept, done)`` entry: the first lane of its unit
+    whose last event ended by the entry's start, so that events of one lane never overlap."""
+    ends: dict[str, list[int]] = {}
+    lanes = []
+    for unit, _pc, accept, done in timeline:
+        lane_ends = ends.setdefault(unit, [])
+        for i, end in enumerate(lane_ends):
+            if end <= accept:
+                break
+        else:
+            i = len(lane_ends)
+            if i >= _MAX_LANES:
+                raise RuntimeError(f"unit {unit}: more than {_MAX_LANES} instructions in flight "
+                                   "at once in the timeline (not sorted by accept?)")
+            lane_ends.append(0)
+        lane_ends[i] = max(done, accept + 1)
+        lanes.append(i)
+    return lanes
+
+
+def _duration(accept: int, done: int) -> int:
+    return max(1, done - accept)
+
+
+def trace_events(perf, words, *, title: str = "flashnpu", rtl_counters: dict | None = None) -> dict:
+    """The trace as a dict in the Chrome trace event format.
+
+    ``perf`` is a ``PerfResult`` of ``words``; ``rtl_counters`` (the RTL's
+    counters of the same program, if it ran) are added to the metadata.
+    """
+    # Timeline entries per unit in the order taken, so that lanes fill left to right.
+    order = sorted(range(len(perf.timeline)),
+                   key=lambda i: (UNITS.index(perf.timeline[i][0]), perf.timeline[i][2]))
+    entries = [perf.timeline[i] for i in order]
+    lanes = assign_lanes(entries)
+    n_lanes = {u: 1 for u in UNITS}
+    for (unit, *_), lane in zip(entries, lanes):
+        n_lanes[unit] = max(n_lanes[unit], lane + 1)
+    tid_of, meta, tid = {}, [], 0
+    for unit in UNITS:
+        for lane in range(n_lanes[unit]):
+            tid_of[(unit, lane)] = tid
+            name = unit if lane == 0 else f"{unit} #{lane + 1}"
+            meta.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}})
+            meta.append({"name": "thread_sort_index", "ph": "M", "pid": 1, "tid": tid,
+                         "args": {"sort_index": tid}})
+            tid += 1
+    events = [{"name": "process_name", "ph": "M", "pid": 1, "args": {"name": title}}] + meta
+    for (unit, pc, accept, done), lane in zip(entries, lanes):
         events.append({
-            "name": _label(words[pc]), "ph": "X", "pid": 1, "tid": TRACKS.index(unit),
-            "ts": accept, "dur": max(1, done - accept), "args": {"pc": pc},
+            "name": instruction_label(words[pc]), "cat": unit, "ph": "X", "pid": 1,
+            "tid": tid_of[(unit, lane)], "ts": accept, "dur": _duration(accept, done),
+            "args": {"pc": pc, "accept": accept, "done": done},
         })
-    events.append({"name": "done", "ph": "i", "s": "g", "pid": 1, "tid": 0, "ts": perf.cycles})
-    return {"traceEvents": events, "displayTimeUnit": "ns",
-            "otherData": {"time_unit": "1 us in the viewer = 1 NPU cycle", "cycles": perf.cycles}}
+    events.append({"name": "done", "ph": "i", "s": "g", "pid": 1, "tid": tid_of[("sequencer", 0)],
+                   "ts": perf.cycles})
+    other = {"time_unit": "1 us in the viewer = 1 NPU cycle", "source": "performance model timeline",
+             "model_cycles": perf.cycles, "model_busy": dict(perf.busy)}
+    if rtl_counters is not None:
+        other["rtl_counters"] = dict(rtl_counters)
+    return {"traceEvents": events, "displayTimeUnit": "ns", "otherData": other}
 
 
-def write_trace(path, perf, words, *, title: str = "flashnpu") -> Path:
+def write_trace(path, perf, words, *, title: str = "flashnpu", rtl_counters: dict | None = None) -> Path:
     """Write the trace JSON to ``path`` and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(trace_events(perf, words, title=title)))
+    path.write_text(json.dumps(trace_events(perf, words, title=title, rtl_counters=rtl_counters)))
     return path
