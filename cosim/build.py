@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flashnpu.cosim.toolchain import build_env, find_toolchain, toolchain_id
+from flashnpu.cosim.toolchain import build_env, find_toolchain, fst_build_flags, toolchain_id
 from flashnpu.cosim.verilog import to_verilog, waiver_flags
 
 __all__ = ["BuildError", "BuildResult", "CocotbResult", "build", "build_verilog", "build_key",
@@ -94,7 +94,7 @@ def verilator_args(top: str, *, waves: bool, extra_args=()) -> list[str]:
         "-LDFLAGS", f"-Wl,-rpath,{libs} -L{libs} -lcocotbvpi_verilator",
         "--timescale", TIMESCALE,
         *waiver_flags(),
-        *(["--trace-fst", "--trace-structs"] if waves else []),
+        *(["--trace-fst", "--trace-structs", *fst_build_flags(DEFAULT_ROOT)] if waves else []),
         *extra_args,
     ]
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["MIN_VERSION", "ToolchainError", "Toolchain", "find_toolchain", "verilator_version",
-           "build_env", "toolchain_id"]
+           "build_env", "toolchain_id", "fst_build_flags"]
 
 #: cocotb 2.x needs Verilator 5.036 or later.
 MIN_VERSION = (5, 36)
@@ -163,3 +163,58 @@ def toolchain_id() -> str:
     tc = find_toolchain()
     return (f"verilator {tc.version_str} ({tc.source}, {tc.verilator}); {tc.cxx}; "
             f"cocotb {cocotb.__version__}; python {sys.version.split()[0]}")
+
+
+#: The two liblz4 functions Verilator's FST writer (``fstcpp``) calls, declared
+#: as in lz4.h. Debian always has the library (``liblz4-1``, which apt itself
+#: needs) but only ``liblz4-dev`` has the header and the ``liblz4.so`` link.
+_LZ4_DECLARATIONS = """\
+/* flashnpu: declarations of the liblz4 functions Verilator's FST writer uses
+   (the system has the library but not its development header). */
+#ifndef FLASHNPU_LZ4_DECLARATIONS_H
+#define FLASHNPU_LZ4_DECLARATIONS_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+int LZ4_compressBound(int inputSize);
+int LZ4_compress_default(const char* src, char* dst, int srcSize, int dstCapacity);
+#ifdef __cplusplus
+}
+#endif
+#endif
+"""
+
+_LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+             "/lib/x86_64-linux-gnu", "/lib/aarch64-linux-gnu", "/lib64", "/lib")
+
+
+def fst_build_flags(root: Path) -> list[str]:
+    """Verilator flags that let an FST-tracing model compile and link without ``liblz4-dev``.
+
+    Verilator 5.04x's FST writer includes ``<lz4.h>`` and links ``-llz4``. If
+    the header or the ``liblz4.so`` link is missing, a folder under ``root``
+    supplies them (the declarations above, a link to the runtime library).
+    Raises :class:`ToolchainError` if there is no liblz4 at all.
+    """
+    have_header = any(Path(d, "lz4.h").exists() for d in ("/usr/include", "/usr/local/include"))
+    have_link = any(Path(d, "liblz4.so").exists() for d in _LIB_DIRS)
+    if have_header and have_link:
+        return []
+    runtime = next((Path(d, "liblz4.so.1") for d in _LIB_DIRS if Path(d, "liblz4.so.1").exists()), None)
+    if runtime is None and not have_link:
+        raise ToolchainError("waveforms (FST) need liblz4: install the liblz4-1 package "
+                             "(or liblz4-dev), or run without waves")
+    shim = Path(root) / "lz4-shim"
+    (shim / "include").mkdir(parents=True, exist_ok=True)
+    (shim / "lib").mkdir(parents=True, exist_ok=True)
+    flags = []
+    if not have_header:
+        (shim / "include" / "lz4.h").write_text(_LZ4_DECLARATIONS)
+        flags += ["-CFLAGS", f"-I{shim / 'include'}"]
+    if not have_link:
+        link = shim / "lib" / "liblz4.so"
+        if not link.is_symlink() or link.resolve() != runtime.resolve():
+            link.unlink(missing_ok=True)
+            link.symlink_to(runtime)
+        flags += ["-LDFLAGS", f"-L{shim / 'lib'} -Wl,-rpath,{runtime.parent}"]
+    return flags

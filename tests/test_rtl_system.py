@@ -87,6 +87,17 @@ def test_progress_reports_simulated_cycles():
     assert rtl.cycles - 16 <= seen <= rtl.cycles + 16, (seen, rtl.cycles)
 
 
+def test_waves_write_an_fst():
+    """--waves builds with FST tracing (linking liblz4 even without its -dev package) and
+    writes dump.fst: an FST header block (type 0, 329 bytes) followed by data."""
+    wl = GemmWorkload(M=4, N=4, K=4)
+    prog, _, image = _case(wl, seed=13)
+    rtl = run_program(TINY, prog, image, waves=True)
+    assert rtl.error_code == ErrorCode.NONE
+    fst = (rtl.run_dir / "dump.fst").read_bytes()
+    assert fst[0] == 0 and int.from_bytes(fst[1:9], "big") == 329 and len(fst) > 1000
+
+
 def test_corrupted_dram_word_is_a_mismatch():
     wl = GemmWorkload(M=4, N=4, K=4)
     prog, _, image = _case(wl, seed=6)
