@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flashnpu.sw.isa import Opcode, VectorFunct, decode
+from flashnpu.sw.isa import Mem, Opcode, VectorFunct, decode
 
 __all__ = ["UNITS", "instruction_label", "assign_lanes", "trace_events", "write_trace"]
 
@@ -30,14 +30,39 @@ UNITS = ("sequencer", "load", "store", "matrix", "vector")
 _MAX_LANES = 16
 
 
-def instruction_label(word: int) -> str:
-    """A short name of an instruction: ``load``, ``matmul 128x4x4``, ``vector.exp``."""
+def _region(regions, memory: str, row: int):
+    """The name of the buffer of ``regions`` (``Program.onchip["regions"]``) holding ``row`` of ``memory``."""
+    for name, (mem, first, rows) in (regions or {}).items():
+        if mem == memory and first <= row < first + rows:
+            return name
+    return None
+
+
+def instruction_label(word: int, regions: dict | None = None) -> str:
+    """A short name of an instruction: ``load``, ``matmul 128x4x4``, ``vector.exp``.
+
+    With ``regions`` (``Program.onchip["regions"]``) the buffers it touches are
+    named: ``load K0``, ``matmul Q0.K0->S0``, ``vector.exp S0->P0``.
+    """
     d = decode(int(word))
     op = d["opcode"]
     if op == Opcode.VECTOR:
-        return f"vector.{VectorFunct(d['funct']).name.lower()}"
+        funct = VectorFunct(d["funct"])
+        name = f"vector.{funct.name.lower()}"
+        if regions is None or funct in (VectorFunct.INIT, VectorFunct.RECIP):
+            return name
+        acc = _region(regions, "acc", d["acc_addr"]) or "?"
+        if funct in (VectorFunct.EXP, VectorFunct.OUTPUT, VectorFunct.REQUANT):   # these write the scratchpad
+            return f"{name} {acc}->{_region(regions, 'spad', d['spad_addr']) or '?'}"
+        return f"{name} {acc}"
     if op == Opcode.MATMUL:
-        return f"matmul {d['m_rows']}x{d['k_chunks']}x{d['n_blocks']}"
+        if regions is None:
+            return f"matmul {d['m_rows']}x{d['k_chunks']}x{d['n_blocks']}"
+        a, w = (_region(regions, "spad", d[k]) or "?" for k in ("a_addr", "w_addr"))
+        return f"matmul {a}.{w}->{_region(regions, 'acc', d['out_addr']) or '?'}"
+    if op in (Opcode.LOAD, Opcode.STORE) and regions is not None:
+        mem = "acc" if d["mem"] == Mem.ACC else "spad"
+        return f"{op.name.lower()} {_region(regions, mem, d['sram_addr']) or '?'}"
     return op.name.lower()
 
 
@@ -66,11 +91,14 @@ def _duration(accept: int, done: int) -> int:
     return max(1, done - accept)
 
 
-def trace_events(perf, words, *, title: str = "flashnpu", rtl_counters: dict | None = None) -> dict:
+def trace_events(perf, words, *, title: str = "flashnpu", regions: dict | None = None,
+                 rtl_counters: dict | None = None) -> dict:
     """The trace as a dict in the Chrome trace event format.
 
-    ``perf`` is a ``PerfResult`` of ``words``; ``rtl_counters`` (the RTL's
-    counters of the same program, if it ran) are added to the metadata.
+    ``perf`` is a ``PerfResult`` of ``words``; ``regions`` (the program's
+    ``onchip["regions"]``) names the buffers in the event names;
+    ``rtl_counters`` (the RTL's counters of the same program, if it ran) are
+    added to the metadata.
     """
     # Timeline entries per unit in the order taken, so that lanes fill left to right.
     order = sorted(range(len(perf.timeline)),
@@ -92,7 +120,7 @@ def trace_events(perf, words, *, title: str = "flashnpu", rtl_counters: dict | N
     events = [{"name": "process_name", "ph": "M", "pid": 1, "args": {"name": title}}] + meta
     for (unit, pc, accept, done), lane in zip(entries, lanes):
         events.append({
-            "name": instruction_label(words[pc]), "cat": unit, "ph": "X", "pid": 1,
+            "name": instruction_label(words[pc], regions), "cat": unit, "ph": "X", "pid": 1,
             "tid": tid_of[(unit, lane)], "ts": accept, "dur": _duration(accept, done),
             "args": {"pc": pc, "accept": accept, "done": done},
         })
@@ -105,9 +133,11 @@ def trace_events(perf, words, *, title: str = "flashnpu", rtl_counters: dict | N
     return {"traceEvents": events, "displayTimeUnit": "ns", "otherData": other}
 
 
-def write_trace(path, perf, words, *, title: str = "flashnpu", rtl_counters: dict | None = None) -> Path:
+def write_trace(path, perf, words, *, title: str = "flashnpu", regions: dict | None = None,
+                rtl_counters: dict | None = None) -> Path:
     """Write the trace JSON to ``path`` and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(trace_events(perf, words, title=title, rtl_counters=rtl_counters)))
+    path.write_text(json.dumps(trace_events(perf, words, title=title, regions=regions,
+                                            rtl_counters=rtl_counters)))
     return path
