@@ -333,7 +333,8 @@ def cli_run(args) -> int:
         from flashnpu.sw.perfmodel import predict
         from flashnpu.sw.trace import write_trace
         perf = predict(cfg, prog.words)
-        p = write_trace(args.trace, perf, prog.words, title=f"flashnpu {wl} (performance model)")
+        p = write_trace(args.trace, perf, prog.words, title=f"flashnpu {wl} (performance model)",
+                        regions=prog.onchip.get("regions"), rtl_counters=rtl.counters)
         print(f"trace (performance model timeline; RTL cycles {rtl.cycles:,}, model "
               f"{perf.cycles:,}): {p}")
     print("RESULT: " + ("match" if ok else "MISMATCH"))
