@@ -1,32 +1,39 @@
-"""The performance model: cycles of a program on the NPU, without the RTL.
+"""The performance model: the cycles of a program on the NPU, without the RTL.
 
-It models the microarchitecture of ``hw/`` (see ``docs/performance.md``):
-the sequencer's fetch and in-order dispatch into queues of
-``config.queue_depth``, the dependency tokens, and each unit's own pipeline
-(DMA bursts and outstanding reads, the array's tile stream, the vector unit's
-rows). The AXI memory is the "ideal slave" of ``docs/dma.md`` with latency
-``lat`` (cocotbext-axi's ``AxiRam`` behaves as ``lat = 1``).
+It models the microarchitecture of ``hw/`` event by event (the rules, with the
+measurements behind them, are in ``docs/performance.md``): the sequencer's
+instruction fetch through the DMA engine (``max_fetch`` words in flight, one
+32-byte word per ``32/beat`` R beats), the in-order check/dispatch stage into
+queues of ``config.queue_depth``, the dependency tokens, each unit's pipeline
+(LOAD bursts in up to ``dma_max_outstanding`` read slots, STORE bursts, the
+array's tile stream, the vector unit's elements) and the end of the run after
+HALT. The AXI memory is the "ideal slave" of ``docs/dma.md`` with latency
+``lat``: ``cosim/axi_memory.py`` exactly, and cocotbext-axi's ``AxiRam``
+behaves as ``lat = 1``.
 
-Why one pass is enough: every quantity an instruction waits for belongs to an
-instruction earlier in program order. Its dispatch waits for the dispatch of
-the previous instruction and for a free slot in its queue (freed when the
-instruction ``queue_depth`` places ahead in the same queue starts); its start
-waits for the previous instruction of its unit and, for each ``wait`` bit, for
-the completion of the instruction whose push it pops (counters are FIFO in
-count: the k-th pop of ``src -> dst`` takes the k-th push, and a program that
-passes ``sw/tokens.py`` pushes it earlier in program order). So the model
-walks the program once, in order, and is exact wherever each unit model is.
+How it runs fast: every time in the machine is a max/plus function of earlier
+times, so the model computes each one as soon as its inputs are known (a
+dataflow over the program: fetch -> dispatch -> queue head -> take -> done ->
+tokens). Only one resource needs the events in time order: the AXI read
+channel, which instruction fetch and LOAD bursts share (a fetch request wins
+the AR register in its cycle; the R beats follow the AR order). The model
+merges the two streams of AR decisions by cycle; between two fetch requests
+the bursts of a LOAD are placed in a tight loop. See ``docs/performance.md``
+for why no value can be needed before it is known.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flashnpu.sw.asm import decode_word
 from flashnpu.sw.config import NPUConfig, load_config
-from flashnpu.sw.isa import INSTR_BYTES, Mem, Opcode, Queue, VectorFunct, decode
+from flashnpu.sw.golden import check_fields
+from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
 
 __all__ = ["plan_bursts", "LoadModel", "StoreModel", "MatrixModel", "VectorModel",
-           "SequencerTiming", "PerfResult", "predict"]
+           "vector_cycles", "scale_stall_cycles", "SequencerTiming", "DEFAULT_TIMING",
+           "PerfResult", "predict"]
 
 
 # ----------------------------------------------------------------------- DMA
@@ -54,40 +61,97 @@ def plan_bursts(config: NPUConfig, f: dict) -> list[tuple[int, int]]:
     return out
 
 
-class LoadModel:
-    """The DMA engine's LOAD side (docs/dma.md, "Cycle model"): exact for the ideal slave.
+def fetch_beats(config: NPUConfig) -> int:
+    """R beats of one instruction fetch (one beat if a beat holds a whole 32-byte word)."""
+    return max(1, INSTR_BYTES // config.dma_beat_bytes)
 
-    ``issue(offered, f)`` returns ``(accept, done)``: the cycle the LOAD is
-    taken (offered, or the cycle after the previous LOAD's last burst) and
-    the cycle of its ``done`` pulse. Bursts of all LOADs share the read slots
-    and the R channel in order.
+
+class LoadModel:
+    """The DMA engine's read side (docs/dma.md, "Cycle model"): LOAD bursts and the shared AXI read channel.
+
+    Every read burst, LOAD or instruction fetch, is decided into the AR
+    register in some cycle *a* (at most one per cycle, a fetch first); its
+    first R beat comes in ``a + 2 + lat`` or when the R channel has sent every
+    earlier burst, then one beat per cycle. LOAD bursts use
+    ``dma_max_outstanding`` read slots round robin; a slot frees the cycle
+    after its last beat is retired.
+
+    ``issue(offered, f)`` is the model without fetch traffic (``tests/test_dma_engine.py``,
+    ``tests/test_axi_memory.py``): it returns ``(accept, done)``, the cycle
+    the LOAD is taken (offered, or the cycle after the previous LOAD's last
+    burst) and the cycle of its ``done`` pulse. :func:`predict` drives the
+    same state through ``start``/``run``/``fetch`` to interleave the fetches.
     """
 
     def __init__(self, config: NPUConfig, lat: int):
         self.cfg, self.lat = config, lat
-        self.free = []              # per burst: cycle its slot frees
-        self.a_prev = self.s_prev = None
-        self.len_prev = 0
-        self.ready = 0              # first cycle a new LOAD can be taken
+        self.n_slots = config.dma_max_outstanding
+        self.free = []              # per LOAD burst: the cycle its read slot frees
+        self.r_free = 0             # first cycle the R channel has no earlier burst to send
+        self.last_fetch = -1        # cycle of the latest fetch AR decision
+        self.ready = 0              # first cycle a new LOAD can be taken (burst planner idle)
+        self.bursts = ()            # beats of each burst of the LOAD being planned
+        self.next = 0               # its next burst
+        self.cand = 0               # earliest cycle that burst can be decided
+        self.last_beat = 0          # cycle after the last R beat of the latest LOAD burst
+
+    @property
+    def pending(self) -> bool:
+        """A LOAD has bursts not decided yet."""
+        return self.next < len(self.bursts)
+
+    def start(self, accept: int, bursts) -> None:
+        """The LOAD whose bursts have ``bursts`` beats each is taken in cycle ``accept``."""
+        self.bursts, self.next, self.cand = bursts, 0, accept + 2
+
+    def fetch(self, cycle: int, beats: int) -> int:
+        """A fetch request decided in ``cycle``; returns the cycle of its first R beat."""
+        s = cycle + 2 + self.lat
+        if s < self.r_free:
+            s = self.r_free
+        self.r_free = s + beats
+        self.last_fetch = cycle
+        return s
+
+    def run(self, limit: int) -> int | None:
+        """Decide the current LOAD's bursts that can go before cycle ``limit``; its ``done`` cycle once all have."""
+        bursts, free, n_slots = self.bursts, self.free, self.n_slots
+        i, a, r_free, lat2 = self.next, self.cand, self.r_free, 2 + self.lat
+        n = len(bursts)
+        while i < n:
+            g = len(free)
+            if g >= n_slots and a <= free[g - n_slots]:
+                a = free[g - n_slots] + 1
+            if a == self.last_fetch:        # the fetch request took the AR register in this cycle
+                a += 1
+            if a >= limit:
+                break
+            s = a + lat2
+            if s < r_free:
+                s = r_free
+            r_free = s + bursts[i]
+            free.append(r_free + 1)
+            self.ready = a + 1
+            a += 1
+            i += 1
+        self.next, self.cand, self.r_free = i, a, r_free
+        if i < n:
+            return None
+        self.last_beat = r_free
+        return r_free + 3
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
-        n_slots = self.cfg.dma_max_outstanding
         accept = max(self.ready, offered)
-        for i, (_, n) in enumerate(plan_bursts(self.cfg, f)):
-            a = accept + 2 if i == 0 else self.a_prev + 1
-            g = len(self.free)
-            if g >= n_slots:
-                a = max(a, self.free[g - n_slots] + 1)
-            s = a + 2 + self.lat if self.s_prev is None else max(a + 2 + self.lat,
-                                                                 self.s_prev + self.len_prev)
-            self.free.append(s + n + 1)
-            self.a_prev, self.s_prev, self.len_prev = a, s, n
-        self.ready = self.a_prev + 1
-        return accept, self.s_prev + self.len_prev + 3
+        self.start(accept, [n for _, n in plan_bursts(self.cfg, f)])
+        return accept, self.run(1 << 62)
 
 
 class StoreModel:
-    """The DMA engine's STORE side (docs/dma.md, "Cycle model"): exact for the ideal slave."""
+    """The DMA engine's STORE side (docs/dma.md, "Cycle model"): exact for the ideal slave.
+
+    The write channels are the STORE's own, so nothing else in the NPU
+    delays it; ``issue`` is used as is by :func:`predict`.
+    """
 
     WLEN_DEPTH = 4
 
@@ -98,8 +162,11 @@ class StoreModel:
         self.ready = 0
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
+        return self.issue_bursts(offered, [n for _, n in plan_bursts(self.cfg, f)])
+
+    def issue_bursts(self, offered: int, bursts) -> tuple[int, int]:
         accept = max(self.ready, offered)
-        for i, (_, n) in enumerate(plan_bursts(self.cfg, f)):
+        for i, n in enumerate(bursts):
             a = accept + 2 if i == 0 else self.aw[-1] + 1
             g = len(self.aw)
             if g >= self.WLEN_DEPTH:
@@ -118,90 +185,221 @@ class StoreModel:
 
 # ------------------------------------------------------------- matrix, vector
 class MatrixModel:
-    """The matrix unit (docs/matrix_unit.md): tiles of ``max(m_rows, dim)`` cycles, pipelined."""
+    """The matrix unit (docs/matrix_unit.md, "Cycle model"): tiles of ``max(m_rows, dim)`` cycles, pipelined.
 
-    def __init__(self, config: NPUConfig, timing: "SequencerTiming"):
-        self.cfg, self.t = config, timing
+    ``issue`` returns ``(accept, done)``; the next MATMUL can be taken when
+    this one's last tile is in its last issue cycle.
+    """
+
+    #: take -> done of a tile stream: latch, weight read, A read, 2*dim - 1 in the array, sum, write.
+    FIXED_LATENCY = 2
+
+    def __init__(self, config: NPUConfig, timing: "SequencerTiming" = None):
+        self.cfg = config
         self.ready = 0
 
     def tile_cycles(self, f: dict) -> int:
+        """Cycles the MATMUL holds the issue stage (the next one is taken after them)."""
         return f["n_blocks"] * f["k_chunks"] * max(f["m_rows"], self.cfg.dim)
+
+    def latency(self, f: dict) -> int:
+        """Cycles from take to done."""
+        dim = self.cfg.dim
+        t = max(f["m_rows"], dim)
+        return (f["n_blocks"] * f["k_chunks"] - 1) * t + f["m_rows"] + 2 * dim + self.FIXED_LATENCY
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
         accept = max(self.ready, offered)
-        stream = self.tile_cycles(f)
-        self.ready = accept + stream + self.t.matrix_gap
-        return accept, accept + stream + self.t.matrix_latency
+        self.ready = accept + self.tile_cycles(f)
+        return accept, accept + self.latency(f)
+
+
+#: Vector unit, cycles from an element's issue to the instruction's last write (docs/vector_unit.md):
+#: ROWMAX and EXP write the row state last, SCALE/OUTPUT/REQUANT write their row 4 cycles after issue.
+VECTOR_STATE_WRITE = 9
+VECTOR_OUT_WRITE = 4
+#: RECIP: read L of row 0 and start the divider, then one division per row.
+RECIP_START = 2
+#: Cycles of one division (48 quotient bits, 2 per cycle).
+RECIP_ROW_CYCLES = 24
+
+
+def vector_cycles(funct, rows: int, blocks: int, *, recip_row_cycles: int = RECIP_ROW_CYCLES) -> int:
+    """Cycles from taking a VECTOR instruction to its ``done`` (docs/vector_unit.md, "Cycle model").
+
+    A SCALE whose rows overlap within ``VECTOR_OUT_WRITE`` elements takes
+    :func:`scale_stall_cycles` more.
+    """
+    funct = VectorFunct(funct)
+    if funct == VectorFunct.INIT:
+        return rows
+    if funct == VectorFunct.RECIP:
+        return RECIP_START + rows * recip_row_cycles
+    if funct in (VectorFunct.ROWMAX, VectorFunct.EXP):
+        return rows * blocks + VECTOR_STATE_WRITE
+    return rows * blocks + VECTOR_OUT_WRITE
+
+
+def scale_stall_cycles(rows: int, blocks: int, acc_addr: int, acc_block_stride: int) -> int:
+    """Issue cycles a SCALE loses when an element reads an accumulator row still being written.
+
+    An element waits until the write of the latest earlier element with the
+    same row has landed (``VECTOR_OUT_WRITE`` cycles after that element's
+    issue). Elements go row outer, block inner. Blocks that cannot overlap
+    (``acc_block_stride >= rows``) cost nothing.
+    """
+    if acc_block_stride >= rows:
+        return 0
+    t, last_issue, lost = 0, {}, 0
+    for i in range(rows):
+        for b in range(blocks):
+            a = acc_addr + b * acc_block_stride + i
+            ready = last_issue.get(a, -VECTOR_OUT_WRITE - 1) + VECTOR_OUT_WRITE + 1
+            if ready > t:
+                lost += ready - t
+                t = ready
+            last_issue[a] = t
+            t += 1
+    return lost
 
 
 class VectorModel:
-    """The vector unit (docs/vector_unit.md): one accumulator row per cycle, drained per instruction."""
+    """The vector unit: one instruction at a time; the next one is taken in this one's ``done`` cycle."""
 
-    def __init__(self, config: NPUConfig, timing: "SequencerTiming"):
-        self.cfg, self.t = config, timing
+    def __init__(self, config: NPUConfig, timing: "SequencerTiming" = None):
+        self.cfg = config
         self.ready = 0
 
     def busy_cycles(self, f: dict) -> int:
-        funct = VectorFunct(f["funct"])
-        if funct == VectorFunct.INIT:
-            return f["rows"]
-        if funct == VectorFunct.RECIP:
-            return f["rows"] * self.t.recip_cycles_per_row
-        return f["rows"] * f["blocks"]
+        """Cycles from take to done (:func:`vector_cycles`, SCALE stalls included)."""
+        n = vector_cycles(f["funct"], f["rows"], f["blocks"])
+        if f["funct"] == VectorFunct.SCALE:
+            n += scale_stall_cycles(f["rows"], f["blocks"], f["acc_addr"], f["acc_block_stride"])
+        return n
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
         accept = max(self.ready, offered)
-        done = accept + self.busy_cycles(f) + self.t.vector_latency[VectorFunct(f["funct"])]
-        self.ready = done + self.t.vector_gap
+        done = accept + self.busy_cycles(f)
+        self.ready = done
         return accept, done
 
 
 # ------------------------------------------------------------------ sequencer
 @dataclass(frozen=True)
 class SequencerTiming:
-    """Fixed latencies of the control path and the units, measured on the RTL.
+    """Fixed latencies of the control path (docs/sequencer.md, "Cycle model"; docs/performance.md).
 
-    Each is a cycle count between two events named in docs/performance.md;
-    ``tests/test_perfmodel.py`` checks them against the Amaranth simulation.
+    Cycle 0 is the cycle START takes effect. ``tests/test_perfmodel.py``
+    checks the whole model, and so these numbers, against the RTL.
     """
-    #: start pulse -> first fetch request; request -> word at the dispatcher is the DMA's fetch latency.
+    #: cycle of the first fetch request.
     start_to_fetch: int = 1
-    #: words the fetch path keeps in flight (DmaEngine fetch_depth).
-    fetch_depth: int = 4
-    #: dispatcher -> instruction at its queue's head (FIFO latency).
+    #: fetch requests in flight (sequencer ``max_fetch`` = the DMA engine's ``fetch_depth``).
+    max_fetch: int = 8
+    #: a word's last R beat -> the word offered to the sequencer (R register, response FIFO).
+    beat_to_word: int = 2
+    #: word taken into the check stage (F) -> written into its queue, at the earliest.
+    check_to_dispatch: int = 1
+    #: written into the queue -> at the queue's head (FIFO latency).
     dispatch_to_head: int = 1
     #: queue head with its tokens -> offered to the unit.
     head_to_offer: int = 0
-    #: unit done -> the token is visible to a waiting queue head.
+    #: unit ``done`` -> its token is seen by a waiting queue head.
     done_to_token: int = 1
-    #: last unit done -> done in STATUS after HALT.
-    halt_to_done: int = 2
-    matrix_gap: int = 0
-    matrix_latency: int = 0
-    vector_gap: int = 0
-    vector_latency: dict = field(default_factory=lambda: {f: 0 for f in VectorFunct})
-    recip_cycles_per_row: int = 1
+    #: instructions a unit may have taken and not completed (sequencer in-flight FIFO).
+    inflight_depth: int = 8
+
+
+DEFAULT_TIMING = SequencerTiming()
 
 
 @dataclass
 class PerfResult:
-    """What the model predicts for one program."""
+    """What the model predicts for one program.
+
+    ``busy`` and ``stall`` are defined as the RTL's counters (``sw/regmap.COUNTERS``):
+    ``busy[unit]`` counts the cycles the unit reports ``busy`` (LOAD/STORE:
+    from the cycle after take to the cycle before ``done``; matrix, vector:
+    to the ``done`` cycle), ``stall[queue]`` the cycles the queue's head waits
+    for a token. ``counters`` holds every counter under its register name.
+    """
     cycles: int
     instructions: int
-    busy: dict            # unit -> cycles with an instruction in flight ("load", "store", "matrix", "vector")
+    busy: dict            # unit -> cycles ("load", "store", "matrix", "vector")
     stall: dict           # queue -> cycles its head waited for a token
     array_active: int     # cycles an A row entered the array
     bytes_read: int
     bytes_written: int
     timeline: list        # (queue, pc, accept, done) per instruction, for traces
     counters: dict = field(default_factory=dict)   # the same numbers under sw/regmap.COUNTERS names
+    dispatch_stall: int = 0
 
 
-def _union_length(intervals):
-    total, end = 0, None
-    for a, b in sorted(intervals):
-        if end is None or a > end:
-            total += b - a
+class _Instr:
+    """What the model needs of one instruction word, computed once per distinct word."""
+    __slots__ = ("queue", "wait", "signal", "bursts", "tiles", "latency", "active", "cycles",
+                 "nbytes", "f")
+
+    def __init__(self, cfg: NPUConfig, word: int):
+        f = decode_word(word)
+        code, reason = check_fields(f, cfg)
+        if code != ErrorCode.NONE:
+            # The NPU would stop with this error; the model times legal programs only.
+            raise ValueError(f"illegal instruction {word:#x}: {code.name}: {reason}")
+        op = f["opcode"]
+        self.f = f
+        self.queue = OPCODE_QUEUE[op] if op != Opcode.HALT else -1
+        self.wait, self.signal = f["wait"], f["signal"]
+        self.bursts = self.tiles = self.latency = self.active = self.cycles = None
+        self.nbytes = 0
+        if op in (Opcode.LOAD, Opcode.STORE):
+            self.bursts = tuple(n for _, n in plan_bursts(cfg, f))
+            rb = cfg.spad_row_bytes if f["mem"] == Mem.SPAD else cfg.acc_row_bytes
+            self.nbytes = f["rows"] * f["chunks"] * rb
+        elif op == Opcode.MATMUL:
+            mm = MatrixModel(cfg)
+            self.tiles = mm.tile_cycles(f)
+            self.latency = mm.latency(f)
+            self.active = f["n_blocks"] * f["k_chunks"] * f["m_rows"]
+        elif op == Opcode.VECTOR:
+            self.cycles = VectorModel(cfg).busy_cycles(f)
+
+
+def _producers(info) -> list[tuple[int, ...]]:
+    """For each instruction, the instructions whose tokens its ``wait`` pops (the k-th pop takes the k-th push)."""
+    pushes = {}
+    pops = {}
+    out = []
+    for pc, ins in enumerate(info):
+        q = ins.queue
+        if q == -1:
+            out.append(())
+            break
+        prod = []
+        for src in range(4):
+            if ins.wait >> src & 1:
+                k = pops.get((src, q), 0)
+                lst = pushes.get((src, q), ())
+                if k >= len(lst):
+                    raise ValueError(f"pc {pc}: waits on a {Queue(src).name} token that no earlier "
+                                     "instruction signals (TOKEN_UNDERFLOW)")
+                pops[(src, q)] = k + 1
+                prod.append(lst[k])
+        for dst in range(4):
+            if ins.signal >> dst & 1:
+                pushes.setdefault((q, dst), []).append(pc)
+        out.append(tuple(prod))
+    return out
+
+
+def _busy_union(spans) -> int:
+    """Cycles covered by inclusive spans (first, last) given in order of first cycle."""
+    total, end = 0, -1
+    for a, b in spans:
+        if b < a:
+            continue
+        if a > end:
+            total += b - a + 1
             end = b
         elif b > end:
             total += b - end
@@ -209,106 +407,211 @@ def _union_length(intervals):
     return total
 
 
-def _fetch_latency(config: NPUConfig, lat: int) -> int:
-    """Request -> word on fetch.resp (docs/dma.md, "Instruction fetch")."""
-    return lat + max(1, INSTR_BYTES // config.dma_beat_bytes) + 3
+_INFO_CACHE: dict = {}
+
+
+def _program_info(cfg: NPUConfig, words):
+    cache = _INFO_CACHE.setdefault(cfg, {})
+    if len(cache) > 100_000:
+        cache.clear()
+    info = []
+    for w in words:
+        w = int(w)
+        ins = cache.get(w)
+        if ins is None:
+            ins = cache[w] = _Instr(cfg, w)
+        info.append(ins)
+        if ins.queue == -1:
+            return info
+    raise ValueError("the program has no HALT")
 
 
 def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = None) -> PerfResult:
-    """Predict the cycles of ``words`` (a program ending in HALT) on ``config``.
+    """Predict the cycles and counters of ``words`` (a legal program ending in HALT) on ``config``.
 
     Cycle 0 is the cycle START takes effect; ``cycles`` is the CYCLES counter
-    at done. ``lat`` is the AXI memory latency of the ideal slave.
+    at done. ``lat`` is the latency of the ideal AXI slave (``>= 1``).
     """
     cfg = load_config(config)
     t = timing or DEFAULT_TIMING
-    units = {
-        Queue.LOAD: LoadModel(cfg, lat),
-        Queue.STORE: StoreModel(cfg, lat),
-        Queue.MATRIX: MatrixModel(cfg, t),
-        Queue.VECTOR: VectorModel(cfg, t),
-    }
-    from flashnpu.sw.isa import OPCODE_QUEUE
-    fetch_lat = _fetch_latency(cfg, lat)
-    pushes = {}                     # (src, dst) -> list of token-visible cycles
-    pops = {}                       # (src, dst) -> pops so far
-    accepts = {q: [] for q in Queue}
-    prev_accept = {q: -1 for q in Queue}
-    intervals = {q: [] for q in Queue}
-    stall = {q: 0 for q in Queue}
+    if lat < 1:
+        raise ValueError(f"lat = {lat}: the ideal slave's latency must be at least 1")
+    info = _program_info(cfg, words)
+    n = len(info)                      # instructions up to and including HALT
+    halt = n - 1
+    producers = _producers(info)
+    depth = cfg.queue_depth
+    fb = fetch_beats(cfg)
+    max_fetch = t.max_fetch
+    word_delay = fb + t.beat_to_word - 1      # first R beat -> word offered
+    chk = t.check_to_dispatch
+    to_head = t.dispatch_to_head + t.head_to_offer
+    tok_delay = t.done_to_token
+    infl_depth = t.inflight_depth
+
+    qpcs = [[], [], [], []]
+    qidx = [0] * n
+    for pc in range(halt):
+        q = info[pc].queue
+        qidx[pc] = len(qpcs[q])
+        qpcs[q].append(pc)
+
+    loads = LoadModel(cfg, lat)
+    stores = StoreModel(cfg, lat)
+    D = [None] * n          # cycle each word is written into its queue (HALT: leaves the check stage)
+    H = [0] * n             # cycle each word enters the check stage
+    take = [None] * n
+    done = [None] * n
+    R = [t.start_to_fetch + k for k in range(max_fetch)]   # fetch request cycles, known so far
+    V = []                  # cycle each fetched word is offered to the sequencer
+    fe = 0                  # next word to be written into its queue
+    hc = 0                  # next word to enter the check stage (fe or fe + 1)
+    qc = [0, 0, 0, 0]       # next instruction of each queue to be taken
+    prev_take = [-1 << 40] * 4
+    ready = [0, 0, 0, 0]    # MATRIX, VECTOR: cycle the unit can take the next instruction
+    stall = [0, 0, 0, 0]
+    dispatch_stall = 0
+    load_pc = None          # the LOAD whose bursts are being placed
+    halt_d = None
+
+    def pump():
+        """Compute every time whose inputs are known."""
+        nonlocal fe, hc, dispatch_stall, halt_d, load_pc
+        progress = True
+        while progress:
+            progress = False
+            # Fetched words through the check stage into the queues, in order.
+            while fe < n and fe < len(V):
+                if hc == fe:
+                    # The word enters the check stage when the previous one leaves it.
+                    f_free = D[fe - 1] if fe else 0
+                    h = V[fe] if V[fe] > f_free else f_free
+                    H[fe] = h
+                    hc += 1
+                    nxt = R[-1] + 1          # its fetch slot is free again: the next request
+                    R.append(h + 1 if h + 1 > nxt else nxt)
+                h = H[fe]
+                q = info[fe].queue
+                if q == -1:
+                    D[fe] = halt_d = h + chk
+                    fe += 1
+                    progress = True
+                    break
+                d = h + chk
+                i = qidx[fe]
+                if i >= depth:
+                    tk = take[qpcs[q][i - depth]]
+                    if tk is None:
+                        break
+                    if tk + 1 > d:
+                        dispatch_stall += tk + 1 - d
+                        d = tk + 1
+                D[fe] = d
+                fe += 1
+                progress = True
+            # Queue heads to their units.
+            for q in range(4):
+                lst = qpcs[q]
+                while qc[q] < len(lst):
+                    pc = lst[qc[q]]
+                    d = D[pc]
+                    if d is None:
+                        break
+                    head = d + to_head
+                    if prev_take[q] + 1 > head:
+                        head = prev_take[q] + 1
+                    tok = head
+                    blocked = False
+                    for p in producers[pc]:
+                        dn = done[p]
+                        if dn is None:
+                            blocked = True
+                            break
+                        if dn + tok_delay > tok:
+                            tok = dn + tok_delay
+                    if blocked:
+                        break
+                    offer = tok
+                    if qc[q] >= infl_depth:
+                        dn = done[lst[qc[q] - infl_depth]]
+                        if dn is None:
+                            break
+                        if dn + 1 > offer:
+                            offer = dn + 1
+                    ins = info[pc]
+                    if q == Queue.LOAD:
+                        if loads.pending:
+                            break
+                        a = loads.ready if loads.ready > offer else offer
+                        loads.start(a, ins.bursts)
+                        load_pc = pc
+                    elif q == Queue.STORE:
+                        a, dn = stores.issue_bursts(offer, ins.bursts)
+                        done[pc] = dn
+                    elif q == Queue.MATRIX:
+                        a = ready[q] if ready[q] > offer else offer
+                        ready[q] = a + ins.tiles
+                        done[pc] = a + ins.latency
+                    else:
+                        a = ready[q] if ready[q] > offer else offer
+                        ready[q] = done[pc] = a + ins.cycles
+                    take[pc] = a
+                    prev_take[q] = a
+                    stall[q] += tok - head
+                    qc[q] += 1
+                    progress = True
+
+    # The AR decisions in cycle order: fetch requests and LOAD bursts.
+    kp = 0                  # next fetch request to place
+    while True:
+        pump()
+        tf = R[kp] if kp < len(R) and (halt_d is None or R[kp] <= halt_d) else None
+        if loads.pending:
+            if tf is None or loads.cand < tf:
+                dn = loads.run(tf if tf is not None else 1 << 62)
+                if dn is not None:
+                    done[load_pc] = dn
+                continue
+        elif tf is None:
+            break
+        V.append(loads.fetch(tf, fb) + word_delay)
+        kp += 1
+
+    if any(d is None for d in done[:halt]):
+        pc = done.index(None)
+        raise ValueError(f"pc {pc}: never completes (its tokens are never pushed: the program deadlocks)")
+
+    last_done = max(done[:halt], default=0)
+    cycles = max(last_done, halt_d) + 1
+
+    busy_spans = {q: [] for q in Queue}
     timeline = []
     array_active = bytes_read = bytes_written = 0
-    fetched = []                    # cycle word k is at the dispatcher
-    dispatch = -1
-    halt_pc = None
-    last_done = 0
-    n = 0
-    for pc, word in enumerate(words):
-        # Fetch: requests in order, at most fetch_depth words requested and not yet dispatched.
-        req = t.start_to_fetch if pc == 0 else fetched_req + 1
-        if pc >= t.fetch_depth:
-            req = max(req, dispatched_at[pc - t.fetch_depth])
-        fetched_req = req
-        arrive = req + fetch_lat
-        if pc == 0:
-            dispatched_at = []
-        d = decode(word)
-        op = d["opcode"]
-        n += 1
-        if op == Opcode.HALT:
-            dispatch = max(dispatch + 1, arrive)
-            dispatched_at.append(dispatch)
-            halt_pc = pc
-            break
-        q = OPCODE_QUEUE[op]
-        # Dispatch: in order, one per cycle, into a queue with room.
-        slot_free = -1
-        if len(accepts[q]) >= cfg.queue_depth:
-            slot_free = accepts[q][-cfg.queue_depth] + 1
-        dispatch = max(dispatch + 1, arrive, slot_free)
-        dispatched_at.append(dispatch)
-        head = max(dispatch + t.dispatch_to_head, prev_accept[q] + 1)
-        ready = head
-        for src in Queue:
-            if d["wait"] >> src & 1:
-                k = pops.get((src, q), 0)
-                pops[(src, q)] = k + 1
-                ready = max(ready, pushes[(src, q)][k])
-        stall[q] += ready - head
-        accept, done = units[q].issue(ready + t.head_to_offer, d)
-        accepts[q].append(accept)
-        prev_accept[q] = accept
-        intervals[q].append((accept + 1, done + 1))
-        for dst in Queue:
-            if d["signal"] >> dst & 1:
-                pushes.setdefault((q, dst), []).append(done + t.done_to_token)
-        timeline.append((q.name.lower(), pc, accept, done))
-        last_done = max(last_done, done)
-        if op == Opcode.MATMUL:
-            array_active += d["n_blocks"] * d["k_chunks"] * d["m_rows"]
-        elif op in (Opcode.LOAD, Opcode.STORE):
-            rb = cfg.spad_row_bytes if d["mem"] == Mem.SPAD else cfg.acc_row_bytes
-            nbytes = d["rows"] * d["chunks"] * rb
-            if op == Opcode.LOAD:
-                bytes_read += nbytes
-            else:
-                bytes_written += nbytes
-    cycles = max(last_done, dispatch) + t.halt_to_done
-    if halt_pc is not None:
-        timeline.append(("sequencer", halt_pc, dispatch, cycles))
-    busy = {q.name.lower(): _union_length(intervals[q]) for q in Queue}
-    res = PerfResult(cycles=cycles, instructions=n, busy=busy,
-                     stall={q.name.lower(): stall[q] for q in Queue},
+    for pc in range(halt):
+        ins = info[pc]
+        q = Queue(ins.queue)
+        a, d = take[pc], done[pc]
+        # LOAD/STORE busy ends the cycle before done; the matrix and vector units include it.
+        busy_spans[q].append((a + 1, d - 1 if q in (Queue.LOAD, Queue.STORE) else d))
+        timeline.append((q.name.lower(), pc, a, d))
+        if q == Queue.MATRIX:
+            array_active += ins.active
+        elif q == Queue.LOAD:
+            bytes_read += ins.nbytes
+        elif q == Queue.STORE:
+            bytes_written += ins.nbytes
+    timeline.append(("sequencer", halt, halt_d, cycles))
+    busy = {q.name.lower(): _busy_union(busy_spans[q]) for q in Queue}
+    stalls = {q.name.lower(): stall[q] for q in Queue}
+    res = PerfResult(cycles=cycles, instructions=n, busy=busy, stall=stalls,
                      array_active=array_active, bytes_read=bytes_read,
-                     bytes_written=bytes_written, timeline=timeline)
+                     bytes_written=bytes_written, timeline=timeline, dispatch_stall=dispatch_stall)
     res.counters = {
         "CYCLES": cycles, "MATRIX_BUSY": busy["matrix"], "ARRAY_ACTIVE": array_active,
         "VECTOR_BUSY": busy["vector"], "LOAD_BUSY": busy["load"], "STORE_BUSY": busy["store"],
-        "LOAD_STALL": res.stall["load"], "STORE_STALL": res.stall["store"],
-        "MATRIX_STALL": res.stall["matrix"], "VECTOR_STALL": res.stall["vector"],
+        "LOAD_STALL": stalls["load"], "STORE_STALL": stalls["store"],
+        "MATRIX_STALL": stalls["matrix"], "VECTOR_STALL": stalls["vector"],
+        "DISPATCH_STALL": dispatch_stall,
         "BYTES_READ": bytes_read, "BYTES_WRITTEN": bytes_written, "INSTRUCTIONS": n,
     }
     return res
-
-
-DEFAULT_TIMING = SequencerTiming()
