@@ -254,8 +254,8 @@ def bottleneck(row, idle_causes: dict, model_idle: int) -> tuple[str, list]:
     losses = []
     masked = c["ARRAY_ACTIVE"] - useful
     if masked > 0:
-        what = "masked (causal) and padded" if row["params"].get("causal") else "padded"
-        losses.append(("array", f"{what} MACs", masked / cyc))
+        what = "masked or padded entries" if row["params"].get("causal") else "padding"
+        losses.append(("array", f"MACs on {what}", masked / cyc))
     overhead = c["MATRIX_BUSY"] - c["ARRAY_ACTIVE"]
     if overhead > 0:
         losses.append(("array", "MATMUL pipeline latency not overlapped", overhead / cyc))
@@ -284,10 +284,15 @@ def bottleneck(row, idle_causes: dict, model_idle: int) -> tuple[str, list]:
         if losses and losses[0][2] >= 0.01:
             text += f"; rest {losses[0][0]}: {losses[0][1]} ({losses[0][2]:.0%})"
         return text, losses
-    parts = [f"{u}: {why} ({frac:.0%})" for u, why, frac in losses[:2]
-             if frac >= 0.01 or (u, why, frac) == losses[0]]
+    top = [l for l in losses[:2] if l[2] >= 0.01 or l == losses[0]]
+    top.sort(key=lambda l: busy.get(l[0], 0) < SATURATED)      # a saturated unit first
     # A unit as busy as the array shares its bound, whatever the idle split says.
-    parts[:0] = [f"{u}: saturated, busy {b:.0%}" for u, b in busy.items() if b >= SATURATED]
+    saturated = [u for u, b in busy.items() if b >= SATURATED]
+    parts = [f"{u}: saturated, busy {busy[u]:.0%}" for u in saturated if u not in [l[0] for l in top]]
+    for u, why, frac in top:
+        if u in saturated:
+            why = f"saturated, busy {busy[u]:.0%}: " + why.split(" (")[0]
+        parts.append(f"{u}: {why} ({frac:.0%})")
     text = "; ".join(parts)
     approx = abs(model_idle - idle) > 0.2 * idle + 0.005 * cyc
     if approx and any(l[1].startswith(("fill", "drain", "the array waits")) for l in losses[:2]):
@@ -388,7 +393,7 @@ COLUMNS = (
     ("RTL cycles", lambda r: f"{r['rtl_cycles']:,}"),
     ("model cycles", lambda r: None if r.get("model_cycles") is None else f"{r['model_cycles']:,}"),
     ("model err", lambda r: None if r.get("model_error") is None else f"{r['model_error']:+.1%}"),
-    ("PE util", lambda r: f"{r['util']:.1%}"),
+    ("PE util", lambda r: f"{r['util']:.2%}"),
     ("target", _target),
     ("matrix busy", lambda r: f"{r['matrix_busy']:.1%}"),
     ("vector busy", lambda r: f"{r['vector_busy']:.1%}"),
