@@ -14,13 +14,16 @@ from flashnpu.hw.exp2_lane import Exp2Lane
 from flashnpu.hw.signatures import SramReadSignature, SramWriteSignature, UnitSignature
 from flashnpu.sw.isa import VectorFunct
 from flashnpu.sw.numerics import NEG_INF, P_SCALE
+from flashnpu.sw.perfmodel import vector_cycles
 
-__all__ = ["VectorUnit", "vector_cycles"]
+__all__ = ["VectorUnit"]
 
 SRAM_ADDR_WIDTH = 16
 
 # Stage (cycles after an element's issue) of each write; an element is one
-# (row, block) pair, i.e. one accumulator row.
+# (row, block) pair, i.e. one accumulator row. The cycle model in
+# sw/perfmodel.py (VECTOR_OUT_WRITE, VECTOR_STATE_WRITE) has the same numbers;
+# tests/test_vector_unit.py checks that they agree.
 OUT_STAGE = 4                                  # SCALE acc write, OUTPUT/REQUANT spad write
 EXP_SPAD_STAGE = 2 + Exp2Lane.LATENCY          # EXP spad write
 STATE_STAGE = 3 + Exp2Lane.LATENCY             # ROWMAX/EXP state write
@@ -36,22 +39,6 @@ _TAG = data.StructLayout({
     "spad": 16,
     "st": 12,
 })
-
-
-def vector_cycles(funct, rows, blocks, *, div_bits_per_cycle=2):
-    """Cycles from taking a VECTOR instruction to its ``done`` (measured; see docs/vector_unit.md).
-
-    A SCALE that reads a row again within ``OUT_STAGE`` elements of writing it
-    takes longer (stalls, see the docs); compilers never emit one.
-    """
-    funct = VectorFunct(funct)
-    if funct == VectorFunct.INIT:
-        return rows
-    if funct == VectorFunct.RECIP:
-        return 2 + rows * -(-F_BITS // div_bits_per_cycle)
-    if funct in (VectorFunct.ROWMAX, VectorFunct.EXP):
-        return rows * blocks + STATE_STAGE
-    return rows * blocks + OUT_STAGE
 
 
 def _tree(items, op):
@@ -130,8 +117,8 @@ class VectorUnit(wiring.Component):
         return self._div_cycles
 
     def cycles(self, funct, rows, blocks):
-        """:func:`vector_cycles` for this unit's divider."""
-        return vector_cycles(funct, rows, blocks, div_bits_per_cycle=self._div_bits)
+        """Cycles from take to done: ``sw/perfmodel.vector_cycles`` with this unit's divider."""
+        return vector_cycles(funct, rows, blocks, recip_row_cycles=self._div_cycles)
 
     def elaborate(self, platform):
         m = Module()

@@ -337,7 +337,7 @@ class PerfResult:
 
 class _Instr:
     """What the model needs of one instruction word, computed once per distinct word."""
-    __slots__ = ("queue", "wait", "signal", "bursts", "tiles", "latency", "active", "cycles",
+    __slots__ = ("queue", "waits", "signals", "bursts", "tiles", "latency", "active", "cycles",
                  "nbytes", "f")
 
     def __init__(self, cfg: NPUConfig, word: int):
@@ -349,7 +349,8 @@ class _Instr:
         op = f["opcode"]
         self.f = f
         self.queue = OPCODE_QUEUE[op] if op != Opcode.HALT else -1
-        self.wait, self.signal = f["wait"], f["signal"]
+        self.waits = tuple(q for q in range(4) if f["wait"] >> q & 1)
+        self.signals = tuple(q for q in range(4) if f["signal"] >> q & 1)
         self.bursts = self.tiles = self.latency = self.active = self.cycles = None
         self.nbytes = 0
         if op in (Opcode.LOAD, Opcode.STORE):
@@ -367,28 +368,26 @@ class _Instr:
 
 def _producers(info) -> list[tuple[int, ...]]:
     """For each instruction, the instructions whose tokens its ``wait`` pops (the k-th pop takes the k-th push)."""
-    pushes = {}
-    pops = {}
+    pushes = [[[] for _ in range(4)] for _ in range(4)]      # [src][dst] -> pushing pcs, in order
+    pops = [[0] * 4 for _ in range(4)]
     out = []
     for pc, ins in enumerate(info):
         q = ins.queue
         if q == -1:
             out.append(())
             break
-        prod = []
-        for src in range(4):
-            if ins.wait >> src & 1:
-                k = pops.get((src, q), 0)
-                lst = pushes.get((src, q), ())
-                if k >= len(lst):
-                    raise ValueError(f"pc {pc}: waits on a {Queue(src).name} token that no earlier "
-                                     "instruction signals (TOKEN_UNDERFLOW)")
-                pops[(src, q)] = k + 1
-                prod.append(lst[k])
-        for dst in range(4):
-            if ins.signal >> dst & 1:
-                pushes.setdefault((q, dst), []).append(pc)
-        out.append(tuple(prod))
+        prod = ()
+        for src in ins.waits:
+            k = pops[src][q]
+            lst = pushes[src][q]
+            if k >= len(lst):
+                raise ValueError(f"pc {pc}: waits on a {Queue(src).name} token that no earlier "
+                                 "instruction signals (TOKEN_UNDERFLOW)")
+            pops[src][q] = k + 1
+            prod += (lst[k],)
+        for dst in ins.signals:
+            pushes[q][dst].append(pc)
+        out.append(prod)
     return out
 
 
@@ -449,12 +448,19 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     tok_delay = t.done_to_token
     infl_depth = t.inflight_depth
 
-    qpcs = [[], [], [], []]
-    qidx = [0] * n
+    # Per queue, its instructions in order: (pc, producers, what its unit needs).
+    LOAD, STORE, MATRIX, VECTOR = Queue.LOAD, Queue.STORE, Queue.MATRIX, Queue.VECTOR
+    qlist = [[], [], [], []]
+    room_pc = [None] * n    # the instruction whose take frees this one's queue slot
     for pc in range(halt):
-        q = info[pc].queue
-        qidx[pc] = len(qpcs[q])
-        qpcs[q].append(pc)
+        ins = info[pc]
+        q = ins.queue
+        lst = qlist[q]
+        if len(lst) >= depth:
+            room_pc[pc] = lst[len(lst) - depth][0]
+        work = ins.bursts if q <= STORE else (ins.tiles, ins.latency) if q == MATRIX else ins.cycles
+        lst.append((pc, producers[pc], work))
+    qlen = [len(lst) for lst in qlist]
 
     loads = LoadModel(cfg, lat)
     stores = StoreModel(cfg, lat)
@@ -468,113 +474,112 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     hc = 0                  # next word to enter the check stage (fe or fe + 1)
     qc = [0, 0, 0, 0]       # next instruction of each queue to be taken
     prev_take = [-1 << 40] * 4
-    ready = [0, 0, 0, 0]    # MATRIX, VECTOR: cycle the unit can take the next instruction
+    unit_ready = [0, 0, 0, 0]    # MATRIX, VECTOR: first cycle the unit can take the next instruction
     stall = [0, 0, 0, 0]
     dispatch_stall = 0
     load_pc = None          # the LOAD whose bursts are being placed
     halt_d = None
+    kp = 0                  # next fetch request to place on the read channel
+    far = 1 << 62
+    dirty = True            # something the dataflow waits for became known
 
-    def pump():
-        """Compute every time whose inputs are known."""
-        nonlocal fe, hc, dispatch_stall, halt_d, load_pc
-        progress = True
-        while progress:
-            progress = False
-            # Fetched words through the check stage into the queues, in order.
-            while fe < n and fe < len(V):
+    while True:
+        # ---- every time whose inputs are known (dataflow), until nothing moves.
+        while dirty:
+            # Fetched words through the check stage into their queues, in program order.
+            while fe < kp and fe < n:
                 if hc == fe:
-                    # The word enters the check stage when the previous one leaves it.
-                    f_free = D[fe - 1] if fe else 0
-                    h = V[fe] if V[fe] > f_free else f_free
+                    # The word enters the check stage when the previous one leaves it;
+                    # its fetch slot is free again: the next request.
+                    h = V[fe]
+                    if fe and D[fe - 1] > h:
+                        h = D[fe - 1]
                     H[fe] = h
                     hc += 1
-                    nxt = R[-1] + 1          # its fetch slot is free again: the next request
-                    R.append(h + 1 if h + 1 > nxt else nxt)
-                h = H[fe]
-                q = info[fe].queue
-                if q == -1:
-                    D[fe] = halt_d = h + chk
-                    fe += 1
-                    progress = True
-                    break
-                d = h + chk
-                i = qidx[fe]
-                if i >= depth:
-                    tk = take[qpcs[q][i - depth]]
+                    r = R[-1] + 1
+                    R.append(h + 1 if h + 1 > r else r)
+                d = H[fe] + chk
+                m = room_pc[fe]
+                if m is not None:
+                    tk = take[m]
                     if tk is None:
-                        break
+                        break                       # its queue is full
                     if tk + 1 > d:
                         dispatch_stall += tk + 1 - d
                         d = tk + 1
                 D[fe] = d
+                if fe == halt:
+                    halt_d = d
                 fe += 1
-                progress = True
-            # Queue heads to their units.
-            for q in range(4):
-                lst = qpcs[q]
-                while qc[q] < len(lst):
-                    pc = lst[qc[q]]
-                    d = D[pc]
-                    if d is None:
-                        break
-                    head = d + to_head
-                    if prev_take[q] + 1 > head:
-                        head = prev_take[q] + 1
-                    tok = head
-                    blocked = False
-                    for p in producers[pc]:
-                        dn = done[p]
-                        if dn is None:
-                            blocked = True
+            # Queue heads to their units (a done can release a head of any queue: pass again).
+            any_moved = False
+            moved = True
+            while moved:
+                moved = False
+                for q in range(4):
+                    lst = qlist[q]
+                    while qc[q] < qlen[q]:
+                        i = qc[q]
+                        pc, prods, work = lst[i]
+                        d = D[pc]
+                        if d is None:
                             break
-                        if dn + tok_delay > tok:
-                            tok = dn + tok_delay
-                    if blocked:
-                        break
-                    offer = tok
-                    if qc[q] >= infl_depth:
-                        dn = done[lst[qc[q] - infl_depth]]
-                        if dn is None:
+                        head = d + to_head
+                        if prev_take[q] >= head:
+                            head = prev_take[q] + 1
+                        tok = head
+                        for p in prods:
+                            dn = done[p]
+                            if dn is None:
+                                tok = None
+                                break
+                            if dn + tok_delay > tok:
+                                tok = dn + tok_delay
+                        if tok is None:
                             break
-                        if dn + 1 > offer:
-                            offer = dn + 1
-                    ins = info[pc]
-                    if q == Queue.LOAD:
-                        if loads.pending:
-                            break
-                        a = loads.ready if loads.ready > offer else offer
-                        loads.start(a, ins.bursts)
-                        load_pc = pc
-                    elif q == Queue.STORE:
-                        a, dn = stores.issue_bursts(offer, ins.bursts)
-                        done[pc] = dn
-                    elif q == Queue.MATRIX:
-                        a = ready[q] if ready[q] > offer else offer
-                        ready[q] = a + ins.tiles
-                        done[pc] = a + ins.latency
-                    else:
-                        a = ready[q] if ready[q] > offer else offer
-                        ready[q] = done[pc] = a + ins.cycles
-                    take[pc] = a
-                    prev_take[q] = a
-                    stall[q] += tok - head
-                    qc[q] += 1
-                    progress = True
+                        offer = tok
+                        if i >= infl_depth:
+                            dn = done[lst[i - infl_depth][0]]
+                            if dn is None:
+                                break
+                            if dn >= offer:
+                                offer = dn + 1
+                        if q == LOAD:
+                            if load_pc is not None:
+                                break                   # the planner still cuts the previous LOAD
+                            a = loads.ready if loads.ready > offer else offer
+                            loads.start(a, work)
+                            load_pc = pc
+                        elif q == STORE:
+                            a, done[pc] = stores.issue_bursts(offer, work)
+                        elif q == MATRIX:
+                            a = unit_ready[q] if unit_ready[q] > offer else offer
+                            unit_ready[q] = a + work[0]
+                            done[pc] = a + work[1]
+                        else:
+                            a = unit_ready[q] if unit_ready[q] > offer else offer
+                            unit_ready[q] = done[pc] = a + work
+                        take[pc] = a
+                        prev_take[q] = a
+                        stall[q] += tok - head
+                        qc[q] = i + 1
+                        moved = any_moved = True
+            # Again only if a take may have freed the slot the dispatcher waits for.
+            dirty = any_moved and fe < kp and fe < n and take[room_pc[fe]] is not None
 
-    # The AR decisions in cycle order: fetch requests and LOAD bursts.
-    kp = 0                  # next fetch request to place
-    while True:
-        pump()
+        # ---- the next AR decision: a fetch request (first in its cycle) or a LOAD burst.
         tf = R[kp] if kp < len(R) and (halt_d is None or R[kp] <= halt_d) else None
-        if loads.pending:
-            if tf is None or loads.cand < tf:
-                dn = loads.run(tf if tf is not None else 1 << 62)
-                if dn is not None:
-                    done[load_pc] = dn
-                continue
-        elif tf is None:
+        if load_pc is not None and (tf is None or loads.cand < tf):
+            dn = loads.run(far if tf is None else tf)
+            if dn is not None:
+                done[load_pc] = dn
+                load_pc = None
+                dirty = True
+            continue
+        if tf is None:
             break
         V.append(loads.fetch(tf, fb) + word_delay)
+        dirty = fe == kp            # the word the dispatcher waits for
         kp += 1
 
     if any(d is None for d in done[:halt]):

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from flashnpu.hw.vector_unit import OUT_STAGE, STATE_STAGE, VectorUnit, vector_cycles
+from flashnpu.hw.vector_unit import OUT_STAGE, STATE_STAGE, VectorUnit
+from flashnpu.sw.perfmodel import (RECIP_ROW_CYCLES, VECTOR_OUT_WRITE, VECTOR_STATE_WRITE,
+                                   scale_stall_cycles, vector_cycles)
 from flashnpu.sw.config import load_config
 from flashnpu.sw.golden import GoldenNPU
 from flashnpu.sw.isa import Opcode, VectorFunct, decode, encode
@@ -94,19 +96,9 @@ def ref_vector(st, f):
             st.L[s] = wrap32(mul_q15(st.L[s], st.F[s]) + total)
 
 
-def scale_stalls(f, stages=OUT_STAGE):
+def scale_stalls(f):
     """Issue cycles lost by a SCALE whose elements read rows still being written (docs/vector_unit.md)."""
-    t, last_issue, lost = 0, {}, 0
-    for i in range(f["rows"]):
-        for b in range(f["blocks"]):
-            a = f["acc_addr"] + b * f["acc_block_stride"] + i
-            ready = last_issue.get(a, -10**9) + stages + 1
-            if ready > t:
-                lost += ready - t
-                t = ready
-            last_issue[a] = t
-            t += 1
-    return lost
+    return scale_stall_cycles(f["rows"], f["blocks"], f["acc_addr"], f["acc_block_stride"])
 
 
 def expected_cycles(vu, f):
@@ -460,7 +452,9 @@ def test_online_softmax_two_tiles(cfg):
 def test_cycle_formula():
     """The documented formula, spelled out (docs/vector_unit.md); the simulations measure it."""
     c = vector_cycles
-    assert (OUT_STAGE, STATE_STAGE) == (4, 9)
+    # The model's numbers are the pipeline's stages and divider (one formula, in sw/perfmodel.py).
+    assert (OUT_STAGE, STATE_STAGE) == (VECTOR_OUT_WRITE, VECTOR_STATE_WRITE) == (4, 9)
+    assert VectorUnit(TINY).div_cycles == RECIP_ROW_CYCLES == 24
     assert c(F.ROWMAX, 16, 4) == 16 * 4 + 9
     assert c(F.EXP, 16, 4) == 16 * 4 + 9
     assert c(F.SCALE, 16, 4) == 16 * 4 + 4
@@ -468,7 +462,7 @@ def test_cycle_formula():
     assert c(F.REQUANT, 3, 2) == 3 * 2 + 4
     assert c(F.INIT, 7, 9) == 7
     assert c(F.RECIP, 5, 9) == 2 + 5 * 24
-    assert c(F.RECIP, 5, 1, div_bits_per_cycle=4) == 2 + 5 * 12
+    assert VectorUnit(TINY, div_bits_per_cycle=4).cycles(F.RECIP, 5, 1) == 2 + 5 * 12
 
 
 def test_random_sequence_vs_golden():
