@@ -30,6 +30,7 @@ from flashnpu.sw.asm import decode_word
 from flashnpu.sw.config import NPUConfig, load_config
 from flashnpu.sw.golden import check_fields
 from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
+from flashnpu.sw.regmap import COUNTERS
 
 __all__ = ["plan_bursts", "LoadModel", "StoreModel", "MatrixModel", "VectorModel",
            "vector_cycles", "scale_stall_cycles", "SequencerTiming", "DEFAULT_TIMING",
@@ -611,7 +612,7 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     res = PerfResult(cycles=cycles, instructions=n, busy=busy, stall=stalls,
                      array_active=array_active, bytes_read=bytes_read,
                      bytes_written=bytes_written, timeline=timeline, dispatch_stall=dispatch_stall)
-    res.counters = {
+    values = {
         "CYCLES": cycles, "MATRIX_BUSY": busy["matrix"], "ARRAY_ACTIVE": array_active,
         "VECTOR_BUSY": busy["vector"], "LOAD_BUSY": busy["load"], "STORE_BUSY": busy["store"],
         "LOAD_STALL": stalls["load"], "STORE_STALL": stalls["store"],
@@ -619,4 +620,5 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
         "DISPATCH_STALL": dispatch_stall,
         "BYTES_READ": bytes_read, "BYTES_WRITTEN": bytes_written, "INSTRUCTIONS": n,
     }
+    res.counters = {name: values[name] for name, _ in COUNTERS}
     return res

@@ -1,0 +1,283 @@
+"""The performance model (``sw/perfmodel.py``) against the hardware, to the cycle.
+
+* Amaranth's simulator (no Verilator): the NPU with the HDL memory of
+  ``cosim/axi_memory.py`` (the ideal slave). Every instruction's take and
+  ``done`` cycle equals ``PerfResult.timeline``, and every counter of
+  ``sw/regmap.COUNTERS`` (read from the register block) equals
+  ``PerfResult.counters``, for small programs at two latencies.
+* The Verilated NPU (marker ``rtl``, ``memory="fast"``): every counter equal
+  for a single-tile GEMM and each single VECTOR op on the tiny config, at
+  ``lat`` 1 and 4, and on the default config; and for multi-instruction
+  programs (GEMMs over several tiles, attention plain/causal/GQA).
+  The bound is exact (0 cycles) for all of them.
+* The model alone: documented cycle numbers, words after HALT, programs it
+  cannot time.
+"""
+
+import time
+
+import numpy as np
+import pytest
+from amaranth import Elaboratable, Module
+from amaranth.lib import wiring
+from amaranth.sim import Simulator
+
+from test_npu import LiteHost
+
+from flashnpu.cosim.axi_memory import AxiMemory
+from flashnpu.hw.npu import NPU
+from flashnpu.sw.asm import assemble, encode_word
+from flashnpu.sw.compiler import compile_workload
+from flashnpu.sw.config import load_config
+from flashnpu.sw.isa import INSTR_BYTES, Opcode, Queue
+from flashnpu.sw.perfmodel import fetch_beats, predict
+from flashnpu.sw.reference import make_attention_tensors, make_gemm_tensors
+from flashnpu.sw.regmap import COUNTERS, CONTROL_START, REG
+from flashnpu.sw.workload import AttentionWorkload, GemmWorkload
+
+TINY = load_config("tiny")
+DEFAULT = load_config("default")
+UNITS = {Queue.LOAD: "load", Queue.STORE: "store", Queue.MATRIX: "matrix", Queue.VECTOR: "vector"}
+
+#: One VECTOR instruction per funct, sized for any config (rows <= 16, blocks of 16 rows apart).
+VECTOR_OPS = {
+    "init": "vector.init rows=16 blocks=1",
+    "rowmax": "vector.rowmax rows=16 blocks=4 acc_block_stride=16 kv_valid=40 mult=3 shift=2",
+    "exp": "vector.exp rows=16 blocks=4 acc_block_stride=16 spad_block_stride=16 kv_valid=64 mult=3 shift=2",
+    "scale": "vector.scale rows=16 blocks=2 acc_block_stride=16",
+    "scale-overlapping": "vector.scale rows=6 blocks=3 acc_block_stride=1",
+    "recip": "vector.recip rows=5 blocks=1 mult=1000",
+    "output": "vector.output rows=16 blocks=3 acc_block_stride=16 spad_block_stride=16 shift=5",
+    "requant": "vector.requant rows=9 blocks=1 mult=7 shift=4",
+}
+
+GEMM_1TILE = {"tiny": GemmWorkload(M=4, N=4, K=4), "default": GemmWorkload(M=16, N=16, K=16)}
+
+
+def _program(cfg, wl, seed=0):
+    """(words, image, prog_addr) of a compiled workload with random inputs."""
+    prog = compile_workload(wl, cfg)
+    rng = np.random.default_rng(seed)
+    t = make_attention_tensors(wl, rng) if isinstance(wl, AttentionWorkload) else make_gemm_tensors(wl, rng)
+    return prog.words, prog.pack(t), prog.prog_addr
+
+
+def _single(text):
+    """One hand-written instruction and HALT, on a zero image."""
+    return assemble(text + "\nhalt"), np.zeros(1 << 16, np.uint8), 0x8000
+
+
+# ------------------------------------------------------- Amaranth simulation
+class _Top(Elaboratable):
+    def __init__(self, cfg, mem_bytes, lat):
+        self.npu = NPU(cfg)
+        self.mem = AxiMemory(addr_width=cfg.axi_addr_bits, data_width=cfg.dma_data_bits,
+                             id_width=cfg.axi_id_bits, size_bytes=mem_bytes, lat=lat, storage="memory")
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.npu = self.npu
+        m.submodules.mem = self.mem
+        wiring.connect(m, self.npu.m_axi, self.mem.axi)
+        return m
+
+
+def simulate(cfg, words, image, prog_addr, *, lat, mem_bytes=1 << 16, max_cycles=20_000):
+    """Run on NPU + AxiMemory in Amaranth's simulator.
+
+    Returns ``(events, counters)``: per unit name the ``(take, done)`` cycles
+    of its instructions in order, with cycle 0 the cycle ``start`` is high,
+    and the register block's counters after the run.
+    """
+    top = _Top(cfg, mem_bytes, lat)
+    npu, seq = top.npu, top.npu.seq
+    beat = cfg.dma_beat_bytes
+    img = bytearray(np.asarray(image, dtype=np.uint8).tobytes())
+    img += bytes(mem_bytes - len(img))
+    code = b"".join(int(w).to_bytes(INSTR_BYTES, "little") for w in words)
+    img[prog_addr:prog_addr + len(code)] = code
+    takes = {name: [] for name in UNITS.values()}
+    dones = {name: [] for name in UNITS.values()}
+    counters = {}
+
+    async def tb(ctx):
+        data = top.mem.memory_data
+        for i in range(mem_bytes // beat):
+            v = int.from_bytes(img[i * beat:(i + 1) * beat], "little")
+            if v:
+                ctx.set(data[i], v)
+        host = LiteHost()
+        host.ops += [("w", REG["PROG_ADDR"], prog_addr), ("w", REG["CONTROL"], CONTROL_START)]
+        t0 = None
+        for cyc in range(max_cycles):
+            host.step(ctx, npu.s_axil)
+            if t0 is None and ctx.get(seq.start):
+                t0 = cyc
+            if t0 is not None:
+                t = cyc - t0
+                for name, port in ((n, getattr(seq, n)) for n in UNITS.values()):
+                    if ctx.get(port.instr.valid) and ctx.get(port.instr.ready):
+                        takes[name].append(t)
+                    if ctx.get(port.done):
+                        dones[name].append(t)
+                if t > 0 and not ctx.get(seq.busy):
+                    break
+            await ctx.tick()
+        else:
+            raise AssertionError("the NPU did not finish")
+        assert ctx.get(seq.done) and ctx.get(seq.error_code) == 0
+        await ctx.tick()
+        for name, _ in COUNTERS:
+            counters[name] = ctx.get(npu.csr.counters[name])
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    return {u: list(zip(takes[u], dones[u])) for u in takes}, counters
+
+
+def _model_events(perf):
+    out = {name: [] for name in UNITS.values()}
+    for unit, _pc, accept, done in perf.timeline:
+        if unit in out:
+            out[unit].append((accept, done))
+    return out
+
+
+SIM_CASES = [
+    ("gemm-1tile", lambda: _program(TINY, GEMM_1TILE["tiny"]), 1),
+    ("gemm-1tile", lambda: _program(TINY, GEMM_1TILE["tiny"]), 4),
+    ("exp", lambda: _single(VECTOR_OPS["exp"]), 2),
+    ("attention-causal", lambda: _program(TINY, AttentionWorkload(
+        batch=1, heads=1, kv_heads=1, seq_q=8, seq_k=12, head_dim=8, causal=True)), 1),
+    ("gemm-3x2x2", lambda: _program(TINY, GemmWorkload(M=12, N=8, K=8)), 3),
+]
+
+
+@pytest.mark.parametrize("name, make, lat", SIM_CASES, ids=[f"{c[0]}-lat{c[2]}" for c in SIM_CASES])
+def test_every_take_and_done_cycle_in_amaranth_sim(name, make, lat):
+    words, image, prog_addr = make()
+    events, counters = simulate(TINY, words, image, prog_addr, lat=lat)
+    perf = predict(TINY, words, lat=lat)
+    assert _model_events(perf) == events
+    assert perf.counters == counters
+
+
+# --------------------------------------------------------- Verilated NPU
+def _rtl_counters(cfg, words, image, prog_addr, lat):
+    from types import SimpleNamespace
+
+    from flashnpu.cosim.rtl_backend import run_program
+    rtl = run_program(cfg, SimpleNamespace(words=words, prog_addr=prog_addr), image, memory="fast", lat=lat)
+    assert rtl.done, (rtl.error_code, rtl.error_pc)
+    return rtl.counters
+
+
+def _check_rtl(cfg, case, lat):
+    words, image, prog_addr = case
+    perf = predict(cfg, words, lat=lat)
+    got = _rtl_counters(cfg, words, image, prog_addr, lat)
+    assert perf.counters == got      # every counter, CYCLES first: exact
+
+
+SINGLE = ["gemm-1tile", *VECTOR_OPS]
+
+
+def _single_case(cfg, name):
+    if name == "gemm-1tile":
+        return _program(cfg, GEMM_1TILE[cfg.name])
+    return _single(VECTOR_OPS[name])
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", SINGLE)
+def test_rtl_single_instruction_tiny(name):
+    _check_rtl(TINY, _single_case(TINY, name), lat=1)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", ["gemm-1tile", "rowmax", "recip", "output"])
+def test_rtl_single_instruction_tiny_lat4(name):
+    _check_rtl(TINY, _single_case(TINY, name), lat=4)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("name", ["gemm-1tile", "exp", "scale", "recip"])
+def test_rtl_single_instruction_default(name):
+    _check_rtl(DEFAULT, _single_case(DEFAULT, name), lat=1)
+
+
+MULTI = [
+    ("tiny", GemmWorkload(M=8, N=12, K=20), 1),
+    ("tiny", AttentionWorkload(batch=1, heads=1, kv_heads=1, seq_q=16, seq_k=16, head_dim=8), 1),
+    ("tiny", AttentionWorkload(batch=1, heads=4, kv_heads=2, seq_q=8, seq_k=8, head_dim=4, causal=True), 1),
+    ("tiny", AttentionWorkload(batch=1, heads=1, kv_heads=1, seq_q=7, seq_k=13, head_dim=6, causal=True), 4),
+    ("default", GemmWorkload(M=64, N=48, K=80), 1),
+    ("default", AttentionWorkload(batch=1, heads=1, kv_heads=1, seq_q=32, seq_k=48, head_dim=32, causal=True), 1),
+]
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("config, wl, lat", MULTI, ids=[f"{c}-{w}-lat{lat}" for c, w, lat in MULTI])
+def test_rtl_multi_instruction_programs(config, wl, lat):
+    cfg = load_config(config)
+    _check_rtl(cfg, _program(cfg, wl, seed=1), lat)
+
+
+# ------------------------------------------------------------ model only
+@pytest.mark.parametrize("config", ["tiny", "default", "large"])
+@pytest.mark.parametrize("lat", [1, 7])
+def test_first_instruction_reaches_its_unit_at_lat_plus_fb_plus_6(config, lat):
+    """docs/sequencer.md: through the DmaEngine the first instruction is at its unit in cycle lat + fb + 6."""
+    cfg = load_config(config)
+    perf = predict(cfg, assemble("vector.init rows=3 blocks=1\nhalt"), lat=lat)
+    (_, pc, accept, done), _halt = perf.timeline
+    assert (pc, accept, done) == (0, lat + fetch_beats(cfg) + 6, lat + fetch_beats(cfg) + 6 + 3)
+    assert perf.busy["vector"] == 3
+
+
+def test_dispatch_rate_is_one_word_per_fetch_beats():
+    """A stream of independent INITs: the vector unit takes one each ``fb`` cycles (the R channel) when
+    each lasts fewer cycles than that."""
+    for cfg in (TINY, DEFAULT):
+        fb = fetch_beats(cfg)
+        words = assemble("vector.init rows=1 blocks=1\n" * 40 + "halt")
+        takes = [a for u, _, a, _ in predict(cfg, words).timeline if u == "vector"]
+        gaps = {b - a for a, b in zip(takes[10:], takes[11:])}
+        assert gaps == {fb}
+
+
+def test_words_after_halt_do_not_change_the_result():
+    words, _, _ = _program(TINY, GemmWorkload(M=8, N=4, K=8))
+    junk = [encode_word(Opcode.LOAD, rows=0, chunks=0), 0, 12345]     # illegal, but never dispatched
+    a, b = predict(TINY, words), predict(TINY, list(words) + junk)
+    assert a == b
+
+
+def test_programs_it_cannot_time_are_rejected():
+    with pytest.raises(ValueError, match="BAD_FIELD"):
+        predict(TINY, assemble("vector.init rows=0 blocks=1\nhalt"))
+    with pytest.raises(ValueError, match="no HALT"):
+        predict(TINY, assemble("vector.init rows=1 blocks=1"))
+    with pytest.raises(ValueError, match="TOKEN_UNDERFLOW"):
+        predict(TINY, assemble("vector.init wait=matrix rows=1 blocks=1\nhalt"))
+    with pytest.raises(ValueError, match="lat"):
+        predict(TINY, assemble("halt"), lat=0)
+
+
+def test_counters_cover_the_register_map():
+    perf = predict(TINY, _program(TINY, GemmWorkload(M=8, N=4, K=8))[0])
+    assert list(perf.counters) == [name for name, _ in COUNTERS]
+
+
+def test_thousand_instruction_program_predicts_in_milliseconds():
+    """The s1024 attention program (929 instructions): the RTL simulates it in seconds
+    (docs/performance.md); the model must stay in the millisecond range."""
+    wl = AttentionWorkload(batch=1, heads=1, kv_heads=1, seq_q=1024, seq_k=1024, head_dim=64)
+    words = compile_workload(wl, DEFAULT).words
+    predict(DEFAULT, words)
+    t0 = time.perf_counter()
+    perf = predict(DEFAULT, words)
+    dt = time.perf_counter() - t0
+    assert perf.instructions == len(words) and dt < 0.05, dt
