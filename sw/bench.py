@@ -282,7 +282,7 @@ def bottleneck(row, idle_causes: dict, model_idle: int) -> tuple[str, list]:
     if row["util"] >= COMPUTE_BOUND or not losses:
         text = "array: compute-bound"
         if losses and losses[0][2] >= 0.01:
-            text += f"; rest {losses[0][0]}: {losses[0][1]} ({losses[0][2]:.0%})"
+            text += f" (largest loss: {losses[0][0]}: {losses[0][1]}, {losses[0][2]:.0%})"
         return text, losses
     top = [l for l in losses[:2] if l[2] >= 0.01 or l == losses[0]]
     top.sort(key=lambda l: busy.get(l[0], 0) < SATURATED)      # a saturated unit first
@@ -429,14 +429,14 @@ def render(result: dict) -> str:
              f"Measured {result['date']} on {result['machine']}; commit {result['git']['commit']}"
              + (f" (uncommitted changes in {', '.join(result['git']['dirty'])})" if result["git"]["dirty"] else "")
              + f". RTL: Verilated NPU with the HDL DRAM, latency {result['lat']}; "
-             f"wall time of the RTL runs {result['wall_s']:.0f} s"
+             f"total wall time {result['wall_s']:.0f} s (Verilator build included)"
              + (f", model columns re-predicted {result['repredicted']}" if result.get("repredicted") else "")
              + ".", "", markdown_table(rows), ""]
     missed = [r for r in rows if r.get("target_met") is False]
     met = [r for r in rows if r.get("target_met")]
     if met or missed:
         lines.append("Targets: " + ", ".join(
-            f"{r['name']} {r['util']:.1%} {_target(r)}" for r in met + missed) + ".")
+            f"{r['name']} {r['util']:.2%} {_target(r)}" for r in met + missed) + ".")
     if result.get("not_run"):
         lines.append("Not run (long; use --full): " + ", ".join(result["not_run"]) + ".")
     failed = [r["name"] for r in rows if not r["bit_exact"]]
