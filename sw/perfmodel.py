@@ -151,14 +151,19 @@ class StoreModel:
     """The DMA engine's STORE side (docs/dma.md, "Cycle model"): exact for the ideal slave.
 
     The write channels are the STORE's own, so nothing else in the NPU
-    delays it; ``issue`` is used as is by :func:`predict`.
+    delays it; ``issue`` is used as is by :func:`predict`. A STORE is taken
+    when the write planner is idle and the FIFO of burst counts (one entry per
+    STORE from its last AW to its last B, ``WLEN_DEPTH + 2`` entries) has
+    room: STORE *k* no earlier than the ``done`` cycle of STORE *k - 6*.
     """
 
     WLEN_DEPTH = 4
+    NB_DEPTH = WLEN_DEPTH + 2
 
     def __init__(self, config: NPUConfig, lat: int):
         self.cfg, self.lat = config, lat
         self.aw, self.pop, self.b = [], [], []
+        self.done = []
         self.p_prev = None
         self.ready = 0
 
@@ -167,6 +172,9 @@ class StoreModel:
 
     def issue_bursts(self, offered: int, bursts) -> tuple[int, int]:
         accept = max(self.ready, offered)
+        k = len(self.done)
+        if k >= self.NB_DEPTH and self.done[k - self.NB_DEPTH] > accept:
+            accept = self.done[k - self.NB_DEPTH]
         for i, n in enumerate(bursts):
             a = accept + 2 if i == 0 else self.aw[-1] + 1
             g = len(self.aw)
@@ -181,7 +189,8 @@ class StoreModel:
                 b = max(b, self.b[-1] + 1)
             self.b.append(b)
         self.ready = self.aw[-1] + 1
-        return accept, self.b[-1] + 3
+        self.done.append(self.b[-1] + 3)
+        return accept, self.done[-1]
 
 
 # ------------------------------------------------------------- matrix, vector
