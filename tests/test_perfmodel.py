@@ -14,6 +14,7 @@
   cannot time.
 """
 
+import random
 import time
 
 import numpy as np
@@ -29,10 +30,11 @@ from flashnpu.hw.npu import NPU
 from flashnpu.sw.asm import assemble, encode_word
 from flashnpu.sw.compiler import compile_workload
 from flashnpu.sw.config import load_config
-from flashnpu.sw.isa import INSTR_BYTES, Opcode, Queue
+from flashnpu.sw.isa import INSTR_BYTES, Mem, Opcode, Queue, VectorFunct
 from flashnpu.sw.perfmodel import fetch_beats, predict
 from flashnpu.sw.reference import make_attention_tensors, make_gemm_tensors
 from flashnpu.sw.regmap import COUNTERS, CONTROL_START, REG
+from flashnpu.sw.tokens import check_tokens
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload
 
 TINY = load_config("tiny")
@@ -145,6 +147,13 @@ def _model_events(perf):
     return out
 
 
+def _short_stores(cfg, count=14):
+    """One-row STOREs back to back: at a high latency the DMA's burst-count FIFO holds them up."""
+    text = "".join(f"store mem=spad dram_addr={0x1000 + 64 * i} dram_stride={cfg.spad_row_bytes} "
+                   f"rows=1 chunks=1 sram_addr={i}\n" for i in range(count))
+    return assemble(text + "halt"), np.zeros(1 << 16, np.uint8), 0x8000
+
+
 SIM_CASES = [
     ("gemm-1tile", lambda: _program(TINY, GEMM_1TILE["tiny"]), 1),
     ("gemm-1tile", lambda: _program(TINY, GEMM_1TILE["tiny"]), 4),
@@ -152,6 +161,7 @@ SIM_CASES = [
     ("attention-causal", lambda: _program(TINY, AttentionWorkload(
         batch=1, heads=1, kv_heads=1, seq_q=8, seq_k=12, head_dim=8, causal=True)), 1),
     ("gemm-3x2x2", lambda: _program(TINY, GemmWorkload(M=12, N=8, K=8)), 3),
+    ("short-stores", lambda: _short_stores(TINY), 60),
 ]
 
 
@@ -159,6 +169,85 @@ SIM_CASES = [
 def test_every_take_and_done_cycle_in_amaranth_sim(name, make, lat):
     words, image, prog_addr = make()
     events, counters = simulate(TINY, words, image, prog_addr, lat=lat)
+    perf = predict(TINY, words, lat=lat)
+    assert _model_events(perf) == events
+    assert perf.counters == counters
+
+
+def random_program(cfg, rng: random.Random, n=30, p_dep=0.5):
+    """``n`` random legal instructions of every kind and HALT, with tokens that pass ``check_tokens``.
+
+    DMA transfers contiguous or strided (1..3-beat to 16-beat bursts, some
+    across 4 KiB), MATMULs with ``m_rows`` below, at and above ``dim``,
+    every VECTOR funct (overlapping SCALEs included). A dependency
+    ``s -> d`` is added only from an instruction after the pair's previous
+    pusher, so the k-th pop always takes the k-th push.
+    """
+    dim, beat = cfg.dim, cfg.dma_beat_bytes
+    srb, arb = cfg.spad_row_bytes, cfg.acc_row_bytes
+    instrs = []   # [opcode, fields, wait set, signal set]
+    for _ in range(n):
+        kind = rng.choice(["load", "load", "store", "matmul", "matmul", "vector", "vector", "vector"])
+        if kind in ("load", "store"):
+            mem = rng.choice([Mem.SPAD, Mem.ACC])
+            rb = srb if mem == Mem.SPAD else arb
+            rows = rng.choice([1, 2, 3, 4, 8, 16, 33])
+            chunks = rng.choice([1, 1, 2, 3])
+            contiguous = rng.random() < 0.6
+            stride = chunks * rb if contiguous else chunks * rb + beat * rng.choice([1, 4, 64])
+            dram = beat * rng.randrange(0, 1500)
+            if rng.random() < 0.2:
+                dram = 4096 * rng.randrange(1, 5) - beat * rng.randrange(1, 4)   # across 4 KiB
+            f = dict(mem=mem, dram_addr=dram, dram_stride=stride, rows=rows, chunks=chunks,
+                     sram_addr=rng.randrange(0, 64), sram_chunk_stride=rng.choice([rows, 40]))
+            op = Opcode.LOAD if kind == "load" else Opcode.STORE
+        elif kind == "matmul":
+            f = dict(m_rows=rng.choice([1, 2, dim - 1, dim, dim + 3, 3 * dim]), k_chunks=rng.choice([1, 2, 3]),
+                     n_blocks=rng.choice([1, 2]), a_addr=rng.randrange(0, 50), a_kstride=40,
+                     w_addr=200, w_kstride=dim, w_nstride=3 * dim, out_addr=rng.randrange(0, 40),
+                     out_nstride=rng.choice([60, 0, 1]), accumulate=rng.randrange(2), transpose_w=rng.randrange(2))
+            op = Opcode.MATMUL
+        else:
+            funct = rng.choice(list(VectorFunct))
+            rows = rng.choice([1, 2, 5, dim, 2 * dim])
+            f = dict(funct=funct, rows=rows, blocks=rng.choice([1, 2, 3]), acc_addr=rng.randrange(0, 40),
+                     acc_block_stride=rng.choice([rows, rows + 2, 0, 1]), spad_addr=300,
+                     spad_block_stride=rows, state_addr=rng.randrange(0, cfg.vector_state_rows - rows),
+                     kv_valid=rng.randrange(1, 100), mult=rng.randrange(1, 1000), shift=rng.randrange(1, 20))
+            op = Opcode.VECTOR
+        instrs.append([op, f, set(), set()])
+    queue = {Opcode.LOAD: Queue.LOAD, Opcode.STORE: Queue.STORE, Opcode.MATMUL: Queue.MATRIX,
+             Opcode.VECTOR: Queue.VECTOR}
+    last_push = {}   # (s, d) -> pc of the latest pusher
+    for i, ins in enumerate(instrs):
+        d = queue[ins[0]]
+        for s in Queue:
+            if s == d or rng.random() > p_dep / 2:
+                continue
+            cands = [j for j in range(last_push.get((s, d), -1) + 1, i) if queue[instrs[j][0]] == s]
+            if not cands:
+                continue
+            j = rng.choice(cands[-4:])
+            instrs[j][3].add(d)
+            ins[2].add(s)
+            last_push[(s, d)] = j
+    words = []
+    for op, f, w, sg in instrs:
+        words.append(encode_word(op, wait=sum(1 << q for q in w), signal=sum(1 << q for q in sg), **f))
+    words.append(encode_word(Opcode.HALT))
+    check_tokens(words, cfg)
+    return words
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_programs_in_amaranth_sim(seed):
+    """Random legal programs (every unit, tokens between all queues) at random latencies: every
+    take and done cycle and every counter."""
+    rng = random.Random(seed)
+    lat = rng.choice([1, 2, 3, 6, 13])
+    words = random_program(TINY, rng, n=rng.choice([10, 25, 40]))
+    events, counters = simulate(TINY, words, np.zeros(1 << 16, np.uint8), 0xC000, lat=lat,
+                                max_cycles=100_000)
     perf = predict(TINY, words, lat=lat)
     assert _model_events(perf) == events
     assert perf.counters == counters
