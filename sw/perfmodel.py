@@ -32,12 +32,42 @@ from flashnpu.sw.golden import check_fields
 from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
 from flashnpu.sw.regmap import COUNTERS
 
-__all__ = ["plan_bursts", "LoadModel", "StoreModel", "MatrixModel", "VectorModel",
+__all__ = ["plan_bursts", "burst_beats", "fetch_beats", "LoadModel", "StoreModel", "MatrixModel", "VectorModel",
            "vector_cycles", "scale_stall_cycles", "SequencerTiming", "DEFAULT_TIMING",
            "PerfResult", "predict"]
 
 
 # ----------------------------------------------------------------------- DMA
+def _segments(config: NPUConfig, f: dict):
+    """(first byte address, beats) of each DRAM segment of a LOAD/STORE.
+
+    Contiguous rows (``dram_stride == chunks * row_bytes``) form one segment,
+    otherwise each DRAM row is one.
+    """
+    rb = config.spad_row_bytes if f["mem"] == Mem.SPAD else config.acc_row_bytes
+    row_bytes = f["chunks"] * rb
+    beat = config.dma_beat_bytes
+    if f["dram_stride"] == row_bytes:
+        return [(f["dram_addr"], f["rows"] * row_bytes // beat)]
+    return [(f["dram_addr"] + r * f["dram_stride"], row_bytes // beat) for r in range(f["rows"])]
+
+
+def _cut(config: NPUConfig, addr: int, left: int) -> list[tuple[int, int]]:
+    """(addr, beats) of the bursts of one segment: at most ``dma_burst_len`` beats, never across 4 KiB."""
+    beat, blen = config.dma_beat_bytes, config.dma_burst_len
+    out = []
+    while left:
+        n = (4096 - addr % 4096) // beat
+        if n > blen:
+            n = blen
+        if n > left:
+            n = left
+        out.append((addr % (1 << 32), n))
+        addr += n * beat
+        left -= n
+    return out
+
+
 def plan_bursts(config: NPUConfig, f: dict) -> list[tuple[int, int]]:
     """(addr, beats) of every AXI burst of a LOAD/STORE, as the DMA engine cuts them.
 
@@ -45,21 +75,42 @@ def plan_bursts(config: NPUConfig, f: dict) -> list[tuple[int, int]]:
     otherwise each DRAM row is one; a burst never exceeds ``dma_burst_len``
     beats nor crosses 4 KiB.
     """
-    rb = config.spad_row_bytes if f["mem"] == Mem.SPAD else config.acc_row_bytes
-    beat = config.dma_beat_bytes
-    row_bytes = f["chunks"] * rb
-    if f["dram_stride"] == row_bytes:
-        segs = [(f["dram_addr"], f["rows"] * row_bytes // beat)]
-    else:
-        segs = [(f["dram_addr"] + r * f["dram_stride"], row_bytes // beat) for r in range(f["rows"])]
+    return [b for addr, beats in _segments(config, f) for b in _cut(config, addr, beats)]
+
+
+def burst_beats(config: NPUConfig, f: dict) -> tuple[int, ...]:
+    """The beats of each burst of :func:`plan_bursts`, without the addresses (faster: rows that
+    start at the same offset in their 4 KiB page are cut alike)."""
+    segs = _segments(config, f)
+    addr, beats = segs[0]
+    row_bytes = beats * config.dma_beat_bytes
+    if len(segs) > 1 and 4096 % row_bytes == 0 and addr % row_bytes == 0 \
+            and f["dram_stride"] % row_bytes == 0:
+        # Every row starts on a multiple of its size, which divides the page: all are cut alike.
+        return tuple(n for _, n in _cut(config, addr, beats)) * len(segs)
+    memo = {}
     out = []
-    for addr, left in segs:
-        while left:
-            n = min(left, config.dma_burst_len, (4096 - addr % 4096) // beat)
-            out.append((addr % (1 << 32), n))
-            addr += n * beat
-            left -= n
-    return out
+    for addr, beats in segs:
+        key = addr % 4096
+        lens = memo.get(key)
+        if lens is None:
+            lens = memo[key] = [n for _, n in _cut(config, addr, beats)]
+        out += lens
+    return tuple(out)
+
+
+def equal_runs(bursts) -> tuple[int, ...]:
+    """For each burst, the index just after the run of equal bursts that holds it."""
+    n = len(bursts)
+    if n and bursts.count(bursts[0]) == n:
+        return (n,) * n
+    out = [0] * n
+    end = n
+    for i in range(n - 1, -1, -1):
+        if i + 1 < n and bursts[i + 1] != bursts[i]:
+            end = i + 1
+        out[i] = end
+    return tuple(out)
 
 
 def fetch_beats(config: NPUConfig) -> int:
@@ -84,10 +135,12 @@ class LoadModel:
     same state through ``start``/``run``/``fetch`` to interleave the fetches.
     """
 
-    def __init__(self, config: NPUConfig, lat: int):
+    def __init__(self, config: NPUConfig, lat: int, *, closed_form: bool = True):
         self.cfg, self.lat = config, lat
+        self.closed_form = closed_form  # jump over steady-state bursts (False: one by one, for tests)
         self.n_slots = config.dma_max_outstanding
-        self.free = []              # per LOAD burst: the cycle its read slot frees
+        # Per LOAD burst, the cycle its read slot frees (after n_slots that are free from the start).
+        self.free = [-(1 << 40)] * self.n_slots
         self.r_free = 0             # first cycle the R channel has no earlier burst to send
         self.last_fetch = -1        # cycle of the latest fetch AR decision
         self.ready = 0              # first cycle a new LOAD can be taken (burst planner idle)
@@ -101,9 +154,14 @@ class LoadModel:
         """A LOAD has bursts not decided yet."""
         return self.next < len(self.bursts)
 
-    def start(self, accept: int, bursts) -> None:
-        """The LOAD whose bursts have ``bursts`` beats each is taken in cycle ``accept``."""
+    def start(self, accept: int, bursts, run_end=None) -> None:
+        """The LOAD whose bursts have ``bursts`` beats each is taken in cycle ``accept``.
+
+        ``run_end[i]`` (from :func:`equal_runs`, computed if not given) is the end of the run
+        of equal bursts that holds burst ``i``.
+        """
         self.bursts, self.next, self.cand = bursts, 0, accept + 2
+        self.run_end = equal_runs(bursts) if run_end is None else run_end
 
     def fetch(self, cycle: int, beats: int) -> int:
         """A fetch request decided in ``cycle``; returns the cycle of its first R beat."""
@@ -119,22 +177,43 @@ class LoadModel:
         bursts, free, n_slots = self.bursts, self.free, self.n_slots
         i, a, r_free, lat2 = self.next, self.cand, self.r_free, 2 + self.lat
         n = len(bursts)
+        g = len(free) - n_slots               # free[g] is the slot of the burst n_slots back
+        placed = i
         while i < n:
-            g = len(free)
-            if g >= n_slots and a <= free[g - n_slots]:
-                a = free[g - n_slots] + 1
-            if a == self.last_fetch:        # the fetch request took the AR register in this cycle
+            f = free[g] + 1                    # wait for its read slot
+            if a < f:
+                a = f
+            if a == self.last_fetch:          # the fetch request took the AR register in this cycle
                 a += 1
             if a >= limit:
                 break
+            beats = bursts[i]
+            if a == f and self.closed_form and self.run_end[i] - i > 2 * n_slots and (n_slots - 1) * beats >= lat2 + 2:
+                # Steady state? If the last n_slots bursts went back to back on R with ``beats``
+                # each, every further burst of ``beats`` is held by its slot, not by R: burst
+                # i + m is decided in a + m*beats and its first beat follows the previous burst's last.
+                top = r_free + 1
+                if all(free[g + j] == top - (n_slots - 1 - j) * beats for j in range(n_slots)):
+                    k = min(self.run_end[i] - i, (limit - a - 1) // beats + 1)
+                    window = free[g:] + [top + m * beats for m in range(max(1, k - n_slots + 1), k + 1)]
+                    free = self.free = window[-n_slots:]
+                    g = 0
+                    r_free += k * beats
+                    a += (k - 1) * beats + 1
+                    i += k
+                    continue
             s = a + lat2
             if s < r_free:
-                s = r_free
-            r_free = s + bursts[i]
+                s = r_free                     # the R channel is still sending earlier bursts
+            r_free = s + beats
             free.append(r_free + 1)
-            self.ready = a + 1
+            g += 1
             a += 1
             i += 1
+        if i > placed:
+            self.ready = a                     # the planner is free the cycle after its last burst
+        if len(free) > 4096:
+            free = self.free = free[-n_slots:]
         self.next, self.cand, self.r_free = i, a, r_free
         if i < n:
             return None
@@ -143,7 +222,7 @@ class LoadModel:
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
         accept = max(self.ready, offered)
-        self.start(accept, [n for _, n in plan_bursts(self.cfg, f)])
+        self.start(accept, burst_beats(self.cfg, f))
         return accept, self.run(1 << 62)
 
 
@@ -168,29 +247,33 @@ class StoreModel:
         self.ready = 0
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
-        return self.issue_bursts(offered, [n for _, n in plan_bursts(self.cfg, f)])
+        return self.issue_bursts(offered, burst_beats(self.cfg, f))
 
     def issue_bursts(self, offered: int, bursts) -> tuple[int, int]:
-        accept = max(self.ready, offered)
+        """:meth:`issue` for a STORE whose bursts have ``bursts`` beats each."""
+        accept = self.ready if self.ready > offered else offered
         k = len(self.done)
         if k >= self.NB_DEPTH and self.done[k - self.NB_DEPTH] > accept:
             accept = self.done[k - self.NB_DEPTH]
-        for i, n in enumerate(bursts):
-            a = accept + 2 if i == 0 else self.aw[-1] + 1
-            g = len(self.aw)
-            if g >= self.WLEN_DEPTH:
-                a = max(a, self.pop[g - self.WLEN_DEPTH] + 1)
-            self.aw.append(a)
-            p_first = a + 1 if self.p_prev is None else max(self.p_prev + 1, a + 1)
-            self.p_prev = p_first + n - 1
-            self.pop.append(self.p_prev)
-            b = self.p_prev + 4 + self.lat
-            if self.b:
-                b = max(b, self.b[-1] + 1)
-            self.b.append(b)
-        self.ready = self.aw[-1] + 1
-        self.done.append(self.b[-1] + 3)
-        return accept, self.done[-1]
+        aw, pop, lat4 = self.aw, self.pop, 4 + self.lat
+        g = len(aw)
+        a = accept + 1                     # the first AW register load is accept + 2
+        p = self.p_prev if self.p_prev is not None else -(1 << 40)
+        b = self.b[-1] if self.b else -(1 << 40)
+        for n in bursts:
+            a += 1                                      # one AW per cycle
+            if g >= self.WLEN_DEPTH and pop[g - self.WLEN_DEPTH] >= a:
+                a = pop[g - self.WLEN_DEPTH] + 1        # room in the burst-length FIFO
+            aw.append(a)
+            p = (p if p > a else a) + n                 # W beats: after AW and the previous burst
+            pop.append(p)
+            b = p + lat4 if p + lat4 > b else b + 1     # B: lat after the last W, one per cycle
+            g += 1
+        self.b.append(b)
+        self.p_prev = p
+        self.ready = a + 1
+        self.done.append(b + 3)
+        return accept, b + 3
 
 
 # ------------------------------------------------------------- matrix, vector
@@ -345,12 +428,16 @@ class PerfResult:
     dispatch_stall: int = 0
 
 
+#: The queues named by each 4-bit wait/signal mask.
+_MASK_QUEUES = tuple(tuple(q for q in range(4) if mask >> q & 1) for mask in range(16))
+
+
 class _Instr:
     """What the model needs of one instruction word, computed once per distinct word."""
-    __slots__ = ("queue", "waits", "signals", "bursts", "tiles", "latency", "active", "cycles",
+    __slots__ = ("queue", "waits", "signals", "bursts", "runs", "tiles", "latency", "active", "cycles",
                  "nbytes", "f")
 
-    def __init__(self, cfg: NPUConfig, word: int):
+    def __init__(self, cfg: NPUConfig, word: int, plans: dict, units):
         f = decode_word(word)
         code, reason = check_fields(f, cfg)
         if code != ErrorCode.NONE:
@@ -359,21 +446,27 @@ class _Instr:
         op = f["opcode"]
         self.f = f
         self.queue = OPCODE_QUEUE[op] if op != Opcode.HALT else -1
-        self.waits = tuple(q for q in range(4) if f["wait"] >> q & 1)
-        self.signals = tuple(q for q in range(4) if f["signal"] >> q & 1)
-        self.bursts = self.tiles = self.latency = self.active = self.cycles = None
+        self.waits = _MASK_QUEUES[f["wait"]]
+        self.signals = _MASK_QUEUES[f["signal"]]
+        self.bursts = self.runs = self.tiles = self.latency = self.active = self.cycles = None
         self.nbytes = 0
         if op in (Opcode.LOAD, Opcode.STORE):
-            self.bursts = tuple(n for _, n in plan_bursts(cfg, f))
+            # The bursts depend on the address only through its offset in the 4 KiB page.
+            key = (f["mem"], f["dram_addr"] % 4096, f["dram_stride"], f["rows"], f["chunks"])
+            plan = plans.get(key)
+            if plan is None:
+                bursts = burst_beats(cfg, f)
+                plan = plans[key] = (bursts, equal_runs(bursts))
+            self.bursts, self.runs = plan
             rb = cfg.spad_row_bytes if f["mem"] == Mem.SPAD else cfg.acc_row_bytes
             self.nbytes = f["rows"] * f["chunks"] * rb
         elif op == Opcode.MATMUL:
-            mm = MatrixModel(cfg)
+            mm = units[0]
             self.tiles = mm.tile_cycles(f)
             self.latency = mm.latency(f)
             self.active = f["n_blocks"] * f["k_chunks"] * f["m_rows"]
         elif op == Opcode.VECTOR:
-            self.cycles = VectorModel(cfg).busy_cycles(f)
+            self.cycles = units[1].busy_cycles(f)
 
 
 def _producers(info) -> list[tuple[int, ...]]:
@@ -420,15 +513,20 @@ _INFO_CACHE: dict = {}
 
 
 def _program_info(cfg: NPUConfig, words):
-    cache = _INFO_CACHE.setdefault(cfg, {})
+    """The :class:`_Instr` of each word up to the first HALT (cached per config and word)."""
+    entry = _INFO_CACHE.get(cfg)
+    if entry is None:
+        entry = _INFO_CACHE[cfg] = ({}, {}, (MatrixModel(cfg), VectorModel(cfg)))
+    cache, plans, units = entry
     if len(cache) > 100_000:
         cache.clear()
+        plans.clear()
     info = []
     for w in words:
         w = int(w)
         ins = cache.get(w)
         if ins is None:
-            ins = cache[w] = _Instr(cfg, w)
+            ins = cache[w] = _Instr(cfg, w, plans, units)
         info.append(ins)
         if ins.queue == -1:
             return info
@@ -458,9 +556,14 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     tok_delay = t.done_to_token
     infl_depth = t.inflight_depth
 
-    # Per queue, its instructions in order: (pc, producers, what its unit needs).
+    # Per queue, its instructions in order: (pc, producers, queues waiting on it, what its unit needs).
     LOAD, STORE, MATRIX, VECTOR = Queue.LOAD, Queue.STORE, Queue.MATRIX, Queue.VECTOR
+    waiters = [set() for _ in range(n)]
+    for pc in range(halt):
+        for p in producers[pc]:
+            waiters[p].add(info[pc].queue)
     qlist = [[], [], [], []]
+    queue_of = [ins.queue for ins in info]
     room_pc = [None] * n    # the instruction whose take frees this one's queue slot
     for pc in range(halt):
         ins = info[pc]
@@ -468,8 +571,9 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
         lst = qlist[q]
         if len(lst) >= depth:
             room_pc[pc] = lst[len(lst) - depth][0]
-        work = ins.bursts if q <= STORE else (ins.tiles, ins.latency) if q == MATRIX else ins.cycles
-        lst.append((pc, producers[pc], work))
+        work = (ins.bursts, ins.runs) if q == LOAD else ins.bursts if q == STORE else \
+            (ins.tiles, ins.latency) if q == MATRIX else ins.cycles
+        lst.append((pc, producers[pc], tuple(waiters[pc]), work))
     qlen = [len(lst) for lst in qlist]
 
     loads = LoadModel(cfg, lat)
@@ -491,11 +595,12 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     halt_d = None
     kp = 0                  # next fetch request to place on the read channel
     far = 1 << 62
-    dirty = True            # something the dataflow waits for became known
+    fe_moves = True         # the dispatcher may move on
+    mark = [False] * 4      # queues whose head may be taken now
 
     while True:
         # ---- every time whose inputs are known (dataflow), until nothing moves.
-        while dirty:
+        while fe_moves:
             # Fetched words through the check stage into their queues, in program order.
             while fe < kp and fe < n:
                 if hc == fe:
@@ -520,47 +625,58 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
                 D[fe] = d
                 if fe == halt:
                     halt_d = d
+                else:
+                    mark[queue_of[fe]] = True
                 fe += 1
-            # Queue heads to their units (a done can release a head of any queue: pass again).
-            any_moved = False
-            moved = True
-            while moved:
-                moved = False
-                for q in range(4):
-                    lst = qlist[q]
-                    while qc[q] < qlen[q]:
-                        i = qc[q]
-                        pc, prods, work = lst[i]
-                        d = D[pc]
-                        if d is None:
+            fe_moves = False
+            # Queue heads to their units; a take or a done can release other heads.
+            while True:
+                if mark[0]:
+                    q = 0
+                elif mark[1]:
+                    q = 1
+                elif mark[2]:
+                    q = 2
+                elif mark[3]:
+                    q = 3
+                else:
+                    break
+                mark[q] = False
+                lst = qlist[q]
+                while qc[q] < qlen[q]:
+                    i = qc[q]
+                    pc, prods, released, work = lst[i]
+                    d = D[pc]
+                    if d is None:
+                        break
+                    head = d + to_head
+                    if prev_take[q] >= head:
+                        head = prev_take[q] + 1
+                    tok = head
+                    for p in prods:
+                        dn = done[p]
+                        if dn is None:
+                            tok = None
                             break
-                        head = d + to_head
-                        if prev_take[q] >= head:
-                            head = prev_take[q] + 1
-                        tok = head
-                        for p in prods:
-                            dn = done[p]
-                            if dn is None:
-                                tok = None
-                                break
-                            if dn + tok_delay > tok:
-                                tok = dn + tok_delay
-                        if tok is None:
+                        if dn + tok_delay > tok:
+                            tok = dn + tok_delay
+                    if tok is None:
+                        break
+                    offer = tok
+                    if i >= infl_depth:
+                        dn = done[lst[i - infl_depth][0]]
+                        if dn is None:
                             break
-                        offer = tok
-                        if i >= infl_depth:
-                            dn = done[lst[i - infl_depth][0]]
-                            if dn is None:
-                                break
-                            if dn >= offer:
-                                offer = dn + 1
-                        if q == LOAD:
-                            if load_pc is not None:
-                                break                   # the planner still cuts the previous LOAD
-                            a = loads.ready if loads.ready > offer else offer
-                            loads.start(a, work)
-                            load_pc = pc
-                        elif q == STORE:
+                        if dn >= offer:
+                            offer = dn + 1
+                    if q == LOAD:
+                        if load_pc is not None:
+                            break                   # the planner still cuts the previous LOAD
+                        a = loads.ready if loads.ready > offer else offer
+                        loads.start(a, *work)
+                        load_pc = pc
+                    else:
+                        if q == STORE:
                             a, done[pc] = stores.issue_bursts(offer, work)
                         elif q == MATRIX:
                             a = unit_ready[q] if unit_ready[q] > offer else offer
@@ -569,13 +685,14 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
                         else:
                             a = unit_ready[q] if unit_ready[q] > offer else offer
                             unit_ready[q] = done[pc] = a + work
-                        take[pc] = a
-                        prev_take[q] = a
-                        stall[q] += tok - head
-                        qc[q] = i + 1
-                        moved = any_moved = True
-            # Again only if a take may have freed the slot the dispatcher waits for.
-            dirty = any_moved and fe < kp and fe < n and take[room_pc[fe]] is not None
+                        for w in released:
+                            mark[w] = True
+                    take[pc] = a
+                    prev_take[q] = a
+                    stall[q] += tok - head
+                    qc[q] = i + 1
+                    if fe < kp and fe < n and room_pc[fe] == pc:
+                        fe_moves = True             # the slot the dispatcher waits for is free
 
         # ---- the next AR decision: a fetch request (first in its cycle) or a LOAD burst.
         tf = R[kp] if kp < len(R) and (halt_d is None or R[kp] <= halt_d) else None
@@ -583,13 +700,16 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
             dn = loads.run(far if tf is None else tf)
             if dn is not None:
                 done[load_pc] = dn
+                mark[LOAD] = True
+                for w in qlist[LOAD][qc[LOAD] - 1][2]:
+                    mark[w] = True
                 load_pc = None
-                dirty = True
+                fe_moves = True
             continue
         if tf is None:
             break
         V.append(loads.fetch(tf, fb) + word_delay)
-        dirty = fe == kp            # the word the dispatcher waits for
+        fe_moves = fe == kp         # the word the dispatcher waits for
         kp += 1
 
     if any(d is None for d in done[:halt]):
