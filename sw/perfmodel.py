@@ -147,12 +147,6 @@ class LoadModel:
         self.bursts = ()            # beats of each burst of the LOAD being planned
         self.next = 0               # its next burst
         self.cand = 0               # earliest cycle that burst can be decided
-        self.last_beat = 0          # cycle after the last R beat of the latest LOAD burst
-
-    @property
-    def pending(self) -> bool:
-        """A LOAD has bursts not decided yet."""
-        return self.next < len(self.bursts)
 
     def start(self, accept: int, bursts, run_end=None) -> None:
         """The LOAD whose bursts have ``bursts`` beats each is taken in cycle ``accept``.
@@ -217,8 +211,7 @@ class LoadModel:
         self.next, self.cand, self.r_free = i, a, r_free
         if i < n:
             return None
-        self.last_beat = r_free
-        return r_free + 3
+        return r_free + 3                      # done: its last beat is written to SRAM
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
         accept = max(self.ready, offered)
@@ -241,10 +234,11 @@ class StoreModel:
 
     def __init__(self, config: NPUConfig, lat: int):
         self.cfg, self.lat = config, lat
-        self.aw, self.pop, self.b = [], [], []
-        self.done = []
-        self.p_prev = None
-        self.ready = 0
+        self.pop = []               # per burst: the cycle its last W beat is produced
+        self.done = []              # per STORE: its done cycle
+        self.p_prev = -(1 << 40)    # last W beat of the latest burst
+        self.b_prev = -(1 << 40)    # B of the latest burst
+        self.ready = 0              # first cycle a new STORE can be taken (AW planner idle)
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
         return self.issue_bursts(offered, burst_beats(self.cfg, f))
@@ -255,22 +249,19 @@ class StoreModel:
         k = len(self.done)
         if k >= self.NB_DEPTH and self.done[k - self.NB_DEPTH] > accept:
             accept = self.done[k - self.NB_DEPTH]
-        aw, pop, lat4 = self.aw, self.pop, 4 + self.lat
-        g = len(aw)
+        pop, lat4 = self.pop, 4 + self.lat
+        g = len(pop)
         a = accept + 1                     # the first AW register load is accept + 2
-        p = self.p_prev if self.p_prev is not None else -(1 << 40)
-        b = self.b[-1] if self.b else -(1 << 40)
+        p, b = self.p_prev, self.b_prev
         for n in bursts:
             a += 1                                      # one AW per cycle
             if g >= self.WLEN_DEPTH and pop[g - self.WLEN_DEPTH] >= a:
                 a = pop[g - self.WLEN_DEPTH] + 1        # room in the burst-length FIFO
-            aw.append(a)
             p = (p if p > a else a) + n                 # W beats: after AW and the previous burst
             pop.append(p)
             b = p + lat4 if p + lat4 > b else b + 1     # B: lat after the last W, one per cycle
             g += 1
-        self.b.append(b)
-        self.p_prev = p
+        self.p_prev, self.b_prev = p, b
         self.ready = a + 1
         self.done.append(b + 3)
         return accept, b + 3
@@ -284,11 +275,11 @@ class MatrixModel:
     this one's last tile is in its last issue cycle.
     """
 
-    #: take -> done of a tile stream: latch, weight read, A read, 2*dim - 1 in the array, sum, write.
+    #: The constant of ``done = take + (tiles - 1)*T + m_rows + 2*dim + 2``.
     FIXED_LATENCY = 2
 
     def __init__(self, config: NPUConfig, timing: "SequencerTiming" = None):
-        self.cfg = config
+        self.cfg = config           # (``timing`` is accepted for callers that pass one; unused)
         self.ready = 0
 
     def tile_cycles(self, f: dict) -> int:
@@ -360,7 +351,7 @@ class VectorModel:
     """The vector unit: one instruction at a time; the next one is taken in this one's ``done`` cycle."""
 
     def __init__(self, config: NPUConfig, timing: "SequencerTiming" = None):
-        self.cfg = config
+        self.cfg = config           # (``timing`` is accepted for callers that pass one; unused)
         self.ready = 0
 
     def busy_cycles(self, f: dict) -> int:
@@ -719,25 +710,26 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     last_done = max(done[:halt], default=0)
     cycles = max(last_done, halt_d) + 1
 
-    busy_spans = {q: [] for q in Queue}
+    names = [q.name.lower() for q in Queue]
+    spans = [[], [], [], []]
     timeline = []
     array_active = bytes_read = bytes_written = 0
     for pc in range(halt):
         ins = info[pc]
-        q = Queue(ins.queue)
+        q = queue_of[pc]
         a, d = take[pc], done[pc]
         # LOAD/STORE busy ends the cycle before done; the matrix and vector units include it.
-        busy_spans[q].append((a + 1, d - 1 if q in (Queue.LOAD, Queue.STORE) else d))
-        timeline.append((q.name.lower(), pc, a, d))
-        if q == Queue.MATRIX:
+        spans[q].append((a + 1, d - 1 if q == LOAD or q == STORE else d))
+        timeline.append((names[q], pc, a, d))
+        if q == MATRIX:
             array_active += ins.active
-        elif q == Queue.LOAD:
+        elif q == LOAD:
             bytes_read += ins.nbytes
-        elif q == Queue.STORE:
+        elif q == STORE:
             bytes_written += ins.nbytes
     timeline.append(("sequencer", halt, halt_d, cycles))
-    busy = {q.name.lower(): _busy_union(busy_spans[q]) for q in Queue}
-    stalls = {q.name.lower(): stall[q] for q in Queue}
+    busy = {names[q]: _busy_union(spans[q]) for q in range(4)}
+    stalls = {names[q]: stall[q] for q in range(4)}
     res = PerfResult(cycles=cycles, instructions=n, busy=busy, stall=stalls,
                      array_active=array_active, bytes_read=bytes_read,
                      bytes_written=bytes_written, timeline=timeline, dispatch_stall=dispatch_stall)
