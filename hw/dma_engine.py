@@ -359,7 +359,7 @@ class DmaEngine(wiring.Component):
         # --------------------------------------------------- R beat dispatch
         fword = Signal(INSTR_BYTES * 8)
         ferr = Signal()
-        fbeat = Signal(range(fbeats))
+        fbeat = Signal(range(fbeats)) if fbeats > 1 else None    # a zero-width wire fails lint
         q_fetch = Signal()
         q_load = Signal()
         q_slot = Signal(range(n_slots))
@@ -378,9 +378,13 @@ class DmaEngine(wiring.Component):
             with m.If(q_last):
                 m.d.comb += [f_push.eq(1), fifo_resp.w_en.eq(1),
                              fifo_resp.w_data.eq(Cat(word, ferr | this_err))]
-                m.d.sync += [ferr.eq(0), fbeat.eq(0)]
+                m.d.sync += ferr.eq(0)
+                if fbeats > 1:
+                    m.d.sync += fbeat.eq(0)
             with m.Else():
-                m.d.sync += [ferr.eq(ferr | this_err), fbeat.eq(fbeat + 1)]
+                m.d.sync += ferr.eq(ferr | this_err)
+                if fbeats > 1:
+                    m.d.sync += fbeat.eq(fbeat + 1)
         with m.If(q_load):
             m.d.comb += [rob_w.en.eq(1), rob_w.data.eq(q_data),
                          rob_w.addr.eq(Cat(slot_cnt[q_slot][:slot_lg], q_slot)),

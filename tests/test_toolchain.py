@@ -81,6 +81,14 @@ def test_lint_of_generated_verilog_passes(tmp_path):
     assert (tmp_path / "report.md").exists() and (tmp_path / "report.json").exists()
 
 
+@pytest.mark.parametrize("config", ["default", "large"])
+def test_lint_of_the_dma_engine_of_each_config(tmp_path, config):
+    """large's 256-bit beat holds a whole instruction: no zero-width fetch beat counter."""
+    res = generate(DmaEngine(load_config(config)), tmp_path)
+    r = lint(res.verilog, res.top)
+    assert r.ok, r.output
+
+
 def test_lint_fails_on_warnings_not_waived(tmp_path):
     # A default-on warning that is not one of the named waivers fails the lint...
     v = tmp_path / "bad.v"
