@@ -139,10 +139,15 @@ class LoadModel:
         self.cfg, self.lat = config, lat
         self.closed_form = closed_form  # jump over steady-state bursts (False: one by one, for tests)
         self.n_slots = config.dma_max_outstanding
-        # Per LOAD burst, the cycle its read slot frees (after n_slots that are free from the start).
+        # Per LOAD burst, the cycle its read slot frees (after n_slots that are free from the start),
+        # and the cycle it was decided into the AR register.
         self.free = [-(1 << 40)] * self.n_slots
+        self.dec = [-(1 << 40)] * self.n_slots
         self.r_free = 0             # first cycle the R channel has no earlier burst to send
         self.last_fetch = -1        # cycle of the latest fetch AR decision
+        self.count = 0              # LOAD bursts decided so far
+        self.fetch_count = -1       # LOAD bursts decided before the latest fetch
+        self.retry = 0              # burst count from which a closed form is tried again
         self.ready = 0              # first cycle a new LOAD can be taken (burst planner idle)
         self.bursts = ()            # beats of each burst of the LOAD being planned
         self.next = 0               # its next burst
@@ -164,11 +169,12 @@ class LoadModel:
             s = self.r_free
         self.r_free = s + beats
         self.last_fetch = cycle
+        self.fetch_count = self.count
         return s
 
     def run(self, limit: int) -> int | None:
         """Decide the current LOAD's bursts that can go before cycle ``limit``; its ``done`` cycle once all have."""
-        bursts, free, n_slots = self.bursts, self.free, self.n_slots
+        bursts, free, dec, n_slots = self.bursts, self.free, self.dec, self.n_slots
         i, a, r_free, lat2 = self.next, self.cand, self.r_free, 2 + self.lat
         n = len(bursts)
         g = len(free) - n_slots               # free[g] is the slot of the burst n_slots back
@@ -182,36 +188,76 @@ class LoadModel:
             if a >= limit:
                 break
             beats = bursts[i]
-            if a == f and self.closed_form and self.run_end[i] - i > 2 * n_slots and (n_slots - 1) * beats >= lat2 + 2:
-                # Steady state? If the last n_slots bursts went back to back on R with ``beats``
-                # each, every further burst of ``beats`` is held by its slot, not by R: burst
-                # i + m is decided in a + m*beats and its first beat follows the previous burst's last.
-                top = r_free + 1
-                if all(free[g + j] == top - (n_slots - 1 - j) * beats for j in range(n_slots)):
-                    k = min(self.run_end[i] - i, (limit - a - 1) // beats + 1)
-                    window = free[g:] + [top + m * beats for m in range(max(1, k - n_slots + 1), k + 1)]
-                    free = self.free = window[-n_slots:]
-                    g = 0
-                    r_free += k * beats
-                    a += (k - 1) * beats + 1
+            left = self.run_end[i] - i         # bursts of ``beats`` from here on
+            if left > 2 * n_slots and r_free + 1 == free[-1] and self.closed_form \
+                    and self.count + i - placed >= self.retry:
+                k = self._jump(i, a, f, beats, left, limit, r_free, lat2, self.count + i - placed)
+                if k:
+                    free, dec = self.free, self.dec
+                    g = len(free) - n_slots
+                    r_free = free[-1] - 1
+                    a = dec[-1] + 1
                     i += k
                     continue
+                self.retry = self.count + i - placed + n_slots    # not yet: look again later
             s = a + lat2
             if s < r_free:
                 s = r_free                     # the R channel is still sending earlier bursts
             r_free = s + beats
             free.append(r_free + 1)
+            dec.append(a)
             g += 1
             a += 1
             i += 1
         if i > placed:
             self.ready = a                     # the planner is free the cycle after its last burst
+            self.count += i - placed
         if len(free) > 4096:
-            free = self.free = free[-n_slots:]
+            free = self.free = free[-2 * n_slots:]
+            self.dec = dec[-2 * n_slots:]
         self.next, self.cand, self.r_free = i, a, r_free
         if i < n:
             return None
         return r_free + 3                      # done: its last beat is written to SRAM
+
+    def _jump(self, i, a, f, beats, left, limit, r_free, lat2, count) -> int:
+        """Place many bursts of ``beats`` at once if the read side is in a periodic state; how many.
+
+        The state after a burst is (its decision cycle, the first R beats of the
+        last ``n_slots`` bursts): the next burst depends on nothing else while no
+        fetch intervenes. If it equals the state ``n_slots`` bursts earlier plus
+        ``P`` cycles, every further burst of the same length repeats the one
+        ``n_slots`` back, ``P`` cycles later. Two cases are checked: the slots
+        bind and R runs back to back (``P = n_slots * beats``, found after
+        ``n_slots`` bursts), and any periodic state (found after ``2 * n_slots``,
+        if no fetch came between the last ``n_slots`` bursts: they are the template).
+        """
+        free, dec, n_slots = self.free, self.dec, self.n_slots
+        h = 2 * n_slots
+        top = r_free + 1
+        if a == f and (n_slots - 1) * beats >= lat2 + 2 and \
+                all(free[j - n_slots] == top - (n_slots - 1 - j) * beats for j in range(n_slots)):
+            # Slot-bound and back to back on R: burst i + m is decided in a + m*beats and its
+            # first beat follows the previous burst's last.
+            k = min(left, (limit - a - 1) // beats + 1)
+            ms = range(max(0, k - h), k)
+            self.free = (free[-h:] + [top + (m + 1) * beats for m in ms])[-h:]
+            self.dec = (dec[-h:] + [a + m * beats for m in ms])[-h:]
+            return k
+        if i < h or self.run_end[i - h] != self.run_end[i] or len(free) < h or top != free[-1] \
+                or self.fetch_count > count - n_slots - 1:
+            return 0
+        period = dec[-1] - dec[-1 - n_slots]
+        if a != dec[-n_slots] + period or \
+                any(free[-j] - free[-j - n_slots] != period for j in range(1, n_slots + 1)):
+            return 0
+        # Periodic: burst i + p*n_slots + j is decided in dec0[j] + (p + 1)*period.
+        dec0, free0 = dec[-n_slots:], free[-n_slots:]
+        k = min(left, sum(max(0, (limit - 1 - d) // period) for d in dec0))
+        ms = range(max(0, k - h), k)
+        self.dec = (dec[-h:] + [dec0[m % n_slots] + (m // n_slots + 1) * period for m in ms])[-h:]
+        self.free = (free[-h:] + [free0[m % n_slots] + (m // n_slots + 1) * period for m in ms])[-h:]
+        return k
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
         accept = max(self.ready, offered)

@@ -397,20 +397,22 @@ def _drive_loads(lm, loads, fetches, fb):
 
 @pytest.mark.parametrize("config", ["tiny", "default", "large"])
 def test_load_closed_form_equals_burst_by_burst(config):
-    """The steady-state jump of ``LoadModel.run`` gives the same cycles as placing every burst,
-    with fetch requests falling anywhere, at latencies that do and do not keep the slots the bottleneck."""
+    """The closed forms of ``LoadModel.run`` (slot-bound steady state, periodic state) give the same
+    cycles as placing every burst, with fetch requests falling anywhere, short and long bursts, at
+    latencies that do and do not keep the slots the bottleneck."""
     cfg = load_config(config)
     rng = random.Random(5)
     blen = cfg.dma_burst_len
     jumped = 0
-    for trial in range(60):
-        lat = rng.choice([1, 2, 5, 12, 40])
+    for trial in range(80):
+        lat = rng.choice([1, 2, 3, 5, 8, 12, 20, 40, 100])
         loads, t = [], 0
         for _ in range(rng.randrange(1, 6)):
             t += rng.randrange(0, 300)
-            runs = [(rng.choice([blen, blen, 1, 3, blen // 2]), rng.randrange(1, 80)) for _ in range(rng.randrange(1, 4))]
+            runs = [(rng.choice([blen, blen, 1, 2, 3, 4, blen // 2]), rng.randrange(1, 120))
+                    for _ in range(rng.randrange(1, 4))]
             loads.append((t, tuple(b for n, c in runs for b in [n] * c)))
-        fetches = sorted(rng.sample(range(1, 6000), rng.randrange(0, 60)))
+        fetches = sorted(rng.sample(range(1, 8000), rng.randrange(0, 80)))
         fb = fetch_beats(cfg)
         fast = LoadModel(cfg, lat)
         slow = LoadModel(cfg, lat, closed_form=False)
