@@ -260,6 +260,7 @@ class LoadModel:
         return k
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
+        """(take, done) of a LOAD offered in cycle ``offered``, with no fetch traffic."""
         accept = max(self.ready, offered)
         self.start(accept, burst_beats(self.cfg, f))
         return accept, self.run(1 << 62)
@@ -287,6 +288,7 @@ class StoreModel:
         self.ready = 0              # first cycle a new STORE can be taken (AW planner idle)
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
+        """(take, done) of a STORE offered in cycle ``offered``."""
         return self.issue_bursts(offered, burst_beats(self.cfg, f))
 
     def issue_bursts(self, offered: int, bursts) -> tuple[int, int]:
@@ -317,8 +319,9 @@ class StoreModel:
 class MatrixModel:
     """The matrix unit (docs/matrix_unit.md, "Cycle model"): tiles of ``max(m_rows, dim)`` cycles, pipelined.
 
-    ``issue`` returns ``(accept, done)``; the next MATMUL can be taken when
-    this one's last tile is in its last issue cycle.
+    A MATMUL taken in cycle *T* is done in ``T + latency(f)``; the next one
+    can be taken in ``T + tile_cycles(f)`` (when this one's last tile is in
+    its last issue cycle). :func:`predict` applies these two numbers.
     """
 
     #: The constant of ``done = take + (tiles - 1)*T + m_rows + 2*dim + 2``.
@@ -326,7 +329,6 @@ class MatrixModel:
 
     def __init__(self, config: NPUConfig, timing: "SequencerTiming" = None):
         self.cfg = config           # (``timing`` is accepted for callers that pass one; unused)
-        self.ready = 0
 
     def tile_cycles(self, f: dict) -> int:
         """Cycles the MATMUL holds the issue stage (the next one is taken after them)."""
@@ -337,11 +339,6 @@ class MatrixModel:
         dim = self.cfg.dim
         t = max(f["m_rows"], dim)
         return (f["n_blocks"] * f["k_chunks"] - 1) * t + f["m_rows"] + 2 * dim + self.FIXED_LATENCY
-
-    def issue(self, offered: int, f: dict) -> tuple[int, int]:
-        accept = max(self.ready, offered)
-        self.ready = accept + self.tile_cycles(f)
-        return accept, accept + self.latency(f)
 
 
 #: Vector unit, cycles from an element's issue to the instruction's last write (docs/vector_unit.md):
@@ -394,11 +391,12 @@ def scale_stall_cycles(rows: int, blocks: int, acc_addr: int, acc_block_stride: 
 
 
 class VectorModel:
-    """The vector unit: one instruction at a time; the next one is taken in this one's ``done`` cycle."""
+    """The vector unit: one instruction at a time. Taken in cycle *T*, it is done in
+    ``T + busy_cycles(f)``, and the next one can be taken in that same cycle
+    (:func:`predict` applies this)."""
 
     def __init__(self, config: NPUConfig, timing: "SequencerTiming" = None):
         self.cfg = config           # (``timing`` is accepted for callers that pass one; unused)
-        self.ready = 0
 
     def busy_cycles(self, f: dict) -> int:
         """Cycles from take to done (:func:`vector_cycles`, SCALE stalls included)."""
@@ -406,12 +404,6 @@ class VectorModel:
         if f["funct"] == VectorFunct.SCALE:
             n += scale_stall_cycles(f["rows"], f["blocks"], f["acc_addr"], f["acc_block_stride"])
         return n
-
-    def issue(self, offered: int, f: dict) -> tuple[int, int]:
-        accept = max(self.ready, offered)
-        done = accept + self.busy_cycles(f)
-        self.ready = done
-        return accept, done
 
 
 # ------------------------------------------------------------------ sequencer
