@@ -10,9 +10,9 @@ from flashnpu.hw.signatures import ERROR_SHAPE
 
 __all__ = ["InstrChecker"]
 
-#: VECTOR functs that read or write accumulator rows, and those that write scratchpad rows.
+#: VECTOR functs that read or write accumulator rows, and those that write scratchpad rows (EXP writes p in place).
 ACC_FUNCTS = tuple(f for f in VectorFunct if f not in (VectorFunct.INIT, VectorFunct.RECIP))
-SPAD_FUNCTS = (VectorFunct.EXP, VectorFunct.OUTPUT, VectorFunct.REQUANT)
+SPAD_FUNCTS = (VectorFunct.OUTPUT, VectorFunct.REQUANT)
 
 
 def _last_row(base, count, *terms):
@@ -118,7 +118,8 @@ class InstrChecker(wiring.Component):
             (is_dma & misaligned, E.DMA_MISALIGNED),
             (is_dma & (dma.mem == Mem.SPAD) & (dma_last >= cfg.spad_rows), E.SPAD_RANGE),
             (is_dma & (dma.mem == Mem.ACC) & (dma_last >= cfg.acc_rows), E.ACC_RANGE),
-            (is_mm & (mm_a_last >= cfg.spad_rows), E.SPAD_RANGE),
+            (is_mm & (mm.a_mem == Mem.SPAD) & (mm_a_last >= cfg.spad_rows), E.SPAD_RANGE),
+            (is_mm & (mm.a_mem == Mem.ACC) & (mm_a_last >= cfg.acc_rows), E.ACC_RANGE),
             (is_mm & (mm_w_last >= cfg.spad_rows), E.SPAD_RANGE),
             (is_mm & (mm_o_last >= cfg.acc_rows), E.ACC_RANGE),
             (is_vec & (vec_s_last >= cfg.vector_state_rows), E.STATE_RANGE),

@@ -18,7 +18,7 @@ One instruction per line::
 * Every other ``key=value`` is a field of the opcode's body view in
   ``sw/isa.py`` (``isa.field_table``, ``isa.FIELD_DOCS``). Fields not written
   are 0. Values are decimal, ``0x`` hex or ``0b`` binary, ``-`` for the signed
-  field ``causal_offset``; ``mem`` also takes ``spad`` / ``acc``.
+  field ``causal_offset``; ``mem`` and ``a_mem`` also take ``spad`` / ``acc``.
 * ``.word <n>`` is a raw 256-bit word. The disassembler prints it for words
   that the syntax above cannot express exactly (an illegal opcode, or non-zero
   bits outside the opcode's fields), so ``assemble(disassemble(words)) ==
@@ -135,6 +135,8 @@ def program_words(data) -> list[int]:
 _QUEUE_NAMES = {q: q.name.lower() for q in Queue}
 _QUEUE_BY_NAME = {v: k for k, v in _QUEUE_NAMES.items()}
 _HEX_FIELDS = {"dram_addr"}
+#: Fields holding a Mem, printed and accepted by name (``mem`` always printed, ``a_mem`` when not spad).
+_MEM_FIELDS = ("mem", "a_mem")
 
 
 def _mask_text(mask: int) -> str:
@@ -172,7 +174,7 @@ def format_instr(word: int, *, all_fields: bool = False) -> str:
             continue
         if v == 0 and not all_fields and name != "mem":
             continue
-        if name == "mem":
+        if name in _MEM_FIELDS:
             text = Mem(v).name.lower()
         elif name in _HEX_FIELDS:
             text = f"{v:#x}"
@@ -267,7 +269,7 @@ def _assemble_line(text: str, lineno: int) -> int | None:
         seen.add(key)
         if key in ("wait", "signal"):
             v = _mask(val, lineno, key)
-        elif key == "mem" and val.lower() in ("spad", "acc"):
+        elif key in _MEM_FIELDS and val.lower() in ("spad", "acc"):
             v = int(Mem[val.upper()])
         else:
             v = _number(val, lineno, key)

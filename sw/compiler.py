@@ -14,9 +14,10 @@ and the on-chip memory map. In short:
   instruction X also vouches for every instruction before X in X's queue.
 * Attention is FlashAttention with online softmax: per Q tile of ``Br`` rows,
   for each K/V tile of ``Bc`` keys, ``S = Q K^T`` (MATMUL, transposed weights),
-  ``ROWMAX``/``EXP`` (P to the scratchpad), ``SCALE`` of the running output,
-  ``O += P V``; at the end ``RECIP``/``OUTPUT``/``STORE``. K/V, S, P, O, Q and
-  the vector state are double-buffered so that the array runs
+  ``ROWMAX``/``EXP`` (11-bit P written over S in the accumulator), ``SCALE`` of
+  the running output, ``O += P V`` (MATMUL reading P from the accumulator,
+  ``a_mem = ACC``); at the end ``RECIP``/``OUTPUT``/``STORE``. K/V, S (= P), O,
+  Q and the vector state are double-buffered so that the array runs
   ``QK_0, QK_1, PV_0, QK_2, PV_1, ...`` back to back while the vector unit does
   the softmax of tile ``j`` under ``QK_{j+1}`` and the DMA prefetches.
 * GEMM is weight-stationary: B tiles are the weights, A rows stream through,
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from flashnpu.sw.asm import encode_word
 from flashnpu.sw.config import NPUConfig, load_config
 from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, Mem, Opcode, Queue, VectorFunct
-from flashnpu.sw.numerics import EXP_FRAC, RECIP_MULT_LIMIT, RECIP_SHIFT, fold_scale
+from flashnpu.sw.numerics import EXP_FRAC, MAX_SEQ_K, RECIP_MULT_LIMIT, RECIP_SHIFT, fold_scale
 from flashnpu.sw.program import Program, TensorPlacement, align_up
 from flashnpu.sw.tokens import TokenError, check_tokens
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload, WorkloadError
@@ -206,8 +207,8 @@ def output_fold(wl: AttentionWorkload) -> tuple[int, int]:
 
 def _attention_footprint(Br, Bc, nd, dim):
     nbc = Bc // dim
-    spad = 2 * Br * nd + 4 * Bc * nd + 2 * Br * nbc + Br * nd     # Q x2, K x2, V x2, P x2, output staging
-    acc = 2 * Br * nbc + 2 * Br * nd                              # S x2, O x2
+    spad = 2 * Br * nd + 4 * Bc * nd + Br * nd                    # Q x2, K x2, V x2, output staging
+    acc = 2 * Br * nbc + 2 * Br * nd                              # S (then P, in place) x2, O x2
     state = 2 * Br
     return spad, acc, state
 
@@ -250,6 +251,9 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
     if not isinstance(wl, AttentionWorkload):
         raise TypeError(f"compile_attention needs an AttentionWorkload, got {type(wl).__name__}")
     dim = cfg.dim
+    if wl.seq_k > MAX_SEQ_K:
+        raise CompileError(f"field 'seq_k' = {wl.seq_k}: must be at most {MAX_SEQ_K} (MAX_SEQ_K: beyond it "
+                           f"the INT32 output accumulator O = sum p*v, p <= P_SCALE, could wrap)")
     Br, Bc = attention_tiles(wl, cfg)
     dpad = align_up(wl.head_dim, dim)
     nd = dpad // dim
@@ -272,7 +276,6 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
     Qb = [mem.add(f"Q{i}", "spad", Br * nd) for i in range(2)]
     Kb = [mem.add(f"K{i}", "spad", Bc * nd) for i in range(2)]
     Vb = [mem.add(f"V{i}", "spad", Bc * nd) for i in range(2)]
-    Pb = [mem.add(f"P{i}", "spad", Br * nbc) for i in range(2)]
     Ost = mem.add("OUT", "spad", Br * nd)
     Sb = [mem.add(f"S{i}", "acc", Br * nbc) for i in range(2)]
     Ob = [mem.add(f"O{i}", "acc", Br * nd) for i in range(2)]
@@ -331,9 +334,9 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
 
     def pv(g):
         t, j, i0, rows, cols, *_ = steps[g]
-        em.emit(Opcode.MATMUL, reads=[("P", g % 2), ("V", g % 2)] + ([("O", t % 2)] if j else []),
-                writes=[("O", t % 2)], accumulate=int(j > 0), transpose_w=0, m_rows=rows,
-                k_chunks=-(-cols // dim), n_blocks=nd, a_addr=Pb[g % 2] + i0, a_kstride=Br,
+        em.emit(Opcode.MATMUL, reads=[("S", g % 2), ("V", g % 2)] + ([("O", t % 2)] if j else []),
+                writes=[("O", t % 2)], accumulate=int(j > 0), transpose_w=0, a_mem=ACC, m_rows=rows,
+                k_chunks=-(-cols // dim), n_blocks=nd, a_addr=Sb[g % 2] + i0, a_kstride=Br,
                 w_addr=Vb[g % 2], w_kstride=dim, w_nstride=Bc, out_addr=Ob[t % 2] + i0, out_nstride=Br)
 
     def softmax(g):
@@ -345,8 +348,9 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
                       state_addr=St[t % 2] + i0, kv_valid=kv_valid, causal=causal, causal_offset=coff,
                       mult=exp_mult, shift=exp_shift)
         em.emit(Opcode.VECTOR, reads=[("S", g % 2)], funct=int(VectorFunct.ROWMAX), **common)
-        em.emit(Opcode.VECTOR, reads=[("S", g % 2)], writes=[("P", g % 2)], funct=int(VectorFunct.EXP),
-                spad_addr=Pb[g % 2] + i0, spad_block_stride=Br, **common)
+        # P overwrites S in place: PV_g reads it from the accumulator (a_mem = ACC).
+        em.emit(Opcode.VECTOR, reads=[("S", g % 2)], writes=[("S", g % 2)], funct=int(VectorFunct.EXP),
+                **common)
         if j > 0:
             em.emit(Opcode.VECTOR, reads=[("O", t % 2)], writes=[("O", t % 2)], funct=int(VectorFunct.SCALE),
                     rows=rows, blocks=nd, acc_addr=Ob[t % 2] + i0, acc_block_stride=Br, state_addr=St[t % 2] + i0)

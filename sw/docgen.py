@@ -97,8 +97,8 @@ def isa_md() -> str:
         out += _field_rows(op)
     out += ["", "## Vector functs (`vector.funct`)", "", _rst_to_md(_doc(VectorFunct)), ""]
     out += _enum_table(VectorFunct, ("mnemonic", lambda f: f"`vector.{f.name.lower()}`"))
-    out += ["", "## DMA memories (`dma.mem`)", "", _rst_to_md(_doc(Mem)), ""]
-    out += _enum_table(Mem, ("asm", lambda m: f"`mem={m.name.lower()}`"))
+    out += ["", "## Memories (`dma.mem`, `matmul.a_mem`)", "", _rst_to_md(_doc(Mem)), ""]
+    out += _enum_table(Mem, ("asm", lambda m: f"`mem={m.name.lower()}`, `a_mem={m.name.lower()}`"))
     out += ["", "## Error codes", "", _rst_to_md(_doc(ErrorCode)), ""]
     out += _enum_table(ErrorCode)
     out += ["", "## Assembly syntax", "", "From `sw/asm.py` (`assemble`, `disassemble`):", ""]

@@ -29,7 +29,7 @@ from flashnpu.sw.asm import decode_word
 from flashnpu.sw.config import NPUConfig, load_config
 from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
 from flashnpu.sw.numerics import (
-    NEG_INF, RECIP_MULT_LIMIT, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant, wrap32,
+    NEG_INF, RECIP_MULT_LIMIT, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant, saturate_a, wrap32,
 )
 
 __all__ = ["NpuError", "GoldenResult", "GoldenNPU", "check", "check_fields", "COUNTS"]
@@ -62,7 +62,7 @@ COUNTS = {
 }
 
 _ACC_FUNCTS = frozenset(VectorFunct) - {VectorFunct.INIT, VectorFunct.RECIP}
-_SPAD_FUNCTS = frozenset({VectorFunct.EXP, VectorFunct.OUTPUT, VectorFunct.REQUANT})
+_SPAD_FUNCTS = frozenset({VectorFunct.OUTPUT, VectorFunct.REQUANT})
 _FUNCTS = {int(f): f for f in VectorFunct}
 
 
@@ -102,8 +102,10 @@ def check_fields(f: dict, config: NPUConfig) -> tuple[ErrorCode, str]:
             return ErrorCode.ACC_RANGE, f"last row {last} >= acc_rows {config.acc_rows}"
     elif op == Opcode.MATMUL:
         a_last = f["a_addr"] + (f["k_chunks"] - 1) * f["a_kstride"] + f["m_rows"] - 1
-        if a_last >= config.spad_rows:
+        if f["a_mem"] == Mem.SPAD and a_last >= config.spad_rows:
             return ErrorCode.SPAD_RANGE, f"A last row {a_last} >= spad_rows {config.spad_rows}"
+        if f["a_mem"] == Mem.ACC and a_last >= config.acc_rows:
+            return ErrorCode.ACC_RANGE, f"A last row {a_last} >= acc_rows {config.acc_rows}"
         w_last = (f["w_addr"] + (f["k_chunks"] - 1) * f["w_kstride"]
                   + (f["n_blocks"] - 1) * f["w_nstride"] + dim - 1)
         if w_last >= config.spad_rows:
@@ -296,15 +298,28 @@ class GoldenNPU:
         kc = np.arange(kcs)
         nb = np.arange(nbs)
         a_idx = f["a_addr"] + kc[:, None] * f["a_kstride"] + np.arange(m)[None, :]     # [kc, m]
-        a = self.spad[a_idx].transpose(1, 0, 2).reshape(m, kcs * dim)
         base = f["w_addr"] + kc[:, None] * f["w_kstride"] + nb[None, :] * f["w_nstride"]  # [kc, nb]
         w = self.spad[base[..., None] + np.arange(dim)]                                  # [kc, nb, j, col]
         if f["transpose_w"]:
             w = w.swapaxes(-1, -2)                                                       # W[k][n] = S[base+n][k]
-        w = w.transpose(0, 2, 1, 3).reshape(kcs * dim, nbs * dim)
-        # Exact in float64: |sum| <= 255*64*2**14 < 2**53.
-        p = (a.astype(np.float64) @ w.astype(np.float64)).astype(np.int64).reshape(m, nbs, dim)
+        w = w.transpose(0, 2, 1, 3).reshape(kcs * dim, nbs * dim).astype(np.float64)
         out = f["out_addr"] + nb[:, None] * f["out_nstride"] + np.arange(m)[None, :]     # [nb, m]
+        a_acc = f["a_mem"] == Mem.ACC
+
+        # Exact in float64: |sum| <= 255*64 * 2048*128 < 2**53.
+        if a_acc and np.intersect1d(a_idx, out).size:
+            # A read from rows this instruction writes: the loops of docs/architecture.md,
+            # each tile reading the accumulator as the earlier tiles left it.
+            for b in range(nbs):
+                for k in range(kcs):
+                    a = saturate_a(self.acc[a_idx[k]]).astype(np.float64)
+                    p = (a @ w[k * dim:(k + 1) * dim, b * dim:(b + 1) * dim]).astype(np.int64)
+                    old = self.acc[out[b]] if (k or f["accumulate"]) else 0
+                    self.acc[out[b]] = wrap32(old + p)
+            return
+        a = saturate_a(self.acc[a_idx]) if a_acc else self.spad[a_idx]                   # [kc, m, k]
+        a = a.transpose(1, 0, 2).reshape(m, kcs * dim).astype(np.float64)
+        p = (a @ w).astype(np.int64).reshape(m, nbs, dim)
         if _has_dup(out):               # overlapping output blocks: block after block
             for b in range(nbs):
                 old = self.acc[out[b]] if f["accumulate"] else 0
@@ -350,11 +365,25 @@ class GoldenNPU:
             self.acc[acc_idx] = y.reshape(rows, blocks, dim)
             return
         if funct == VectorFunct.EXP:
+            # p overwrites the scores in place (the P operand of P@V, read with a_mem = ACC).
+            if _has_dup(acc_idx):       # rows alias: element by element, each reading the latest row
+                valid = valid.reshape(rows, blocks, dim)
+                for ii in range(rows):
+                    total = 0
+                    for bb in range(blocks):
+                        r = acc_idx[ii, bb]
+                        e = exp2_fixed(exp_arg(self.acc[r] - self.M[s][ii], f["mult"], f["shift"]))
+                        p = np.where(valid[ii, bb], quant_p(e), 0)
+                        self.acc[r] = p
+                        total += int(p.sum())
+                    self.L[s.start + ii] = wrap32(mul_q15(int(self.L[s][ii]), int(self.F[s][ii])) + total)
+                return
             e = exp2_fixed(exp_arg(x - self.M[s][:, None], f["mult"], f["shift"]))
             p = np.where(valid, quant_p(e), 0)
             self.L[s] = wrap32(mul_q15(self.L[s], self.F[s]) + p.sum(axis=1))
-            y = p
-        elif funct == VectorFunct.OUTPUT:
+            self.acc[acc_idx] = p.reshape(rows, blocks, dim)
+            return
+        if funct == VectorFunct.OUTPUT:
             y = requant(x, self.F[s][:, None], f["shift"])
         else:   # REQUANT
             y = requant(x, f["mult"], f["shift"])

@@ -68,16 +68,16 @@ OPCODE_QUEUE = {
 
 
 class Mem(enum.IntEnum):
-    """On-chip memory selected by a DMA instruction."""
+    """On-chip memory selected by a DMA instruction (``mem``) or by MATMUL for its A rows (``a_mem``)."""
     SPAD = 0  #: scratchpad, rows of ``dim`` INT8 operands
-    ACC = 1   #: accumulator, rows of ``dim`` INT32 accumulators
+    ACC = 1   #: accumulator, rows of ``dim`` INT32 accumulators (as a MATMUL A operand: saturated to 12 bits)
 
 
 class VectorFunct(enum.IntEnum):
     """Vector unit operations. ``i`` is a row (0..rows-1), ``c = b*dim + lane`` a column."""
     INIT = 0     #: M[i] = NEG_INF, L[i] = 0, F[i] = 0
     ROWMAX = 1   #: m = max(M[i], max of valid acc); F[i] = exp2(scale(M[i] - m)); M[i] = m
-    EXP = 2      #: p = quant_p(exp2(scale(acc - M[i]))) (0 if not valid) -> spad; L[i] = L[i]*F[i] + sum p
+    EXP = 2      #: p = quant_p(exp2(scale(acc - M[i]))) (0 if not valid) -> acc, in place; L[i] = L[i]*F[i] + sum p
     SCALE = 3    #: acc = acc * F[i] (Q1.15, rounded) for every column
     RECIP = 4    #: F[i] = round((mult << RECIP_SHIFT) / L[i]) (0 if L[i] = 0)
     OUTPUT = 5   #: spad = sat8(round_shift(acc * F[i], shift))
@@ -123,6 +123,7 @@ DMA_LAYOUT = data.StructLayout({
 MATMUL_LAYOUT = data.StructLayout({
     "accumulate": unsigned(1),
     "transpose_w": unsigned(1),
+    "a_mem": unsigned(1),
     "m_rows": unsigned(16),
     "k_chunks": unsigned(8),
     "n_blocks": unsigned(8),
@@ -187,11 +188,13 @@ FIELD_DOCS = {
     "dma.sram_chunk_stride": "SRAM rows between chunks of one DRAM row",
     "matmul.accumulate": "1: add into the accumulator; 0: the first k-chunk overwrites it",
     "matmul.transpose_w": "1: weight tile W[k][n] = spad[w + n][k] (for K^T); 0: W[k][n] = spad[w + k][n]",
+    "matmul.a_mem": "where A rows come from (Mem): 0 scratchpad (INT8); 1 accumulator, each INT32 element "
+                    "saturated to a signed 12-bit operand (saturate_a; P of P@V)",
     "matmul.m_rows": "A rows streamed per tile (>= 1)",
     "matmul.k_chunks": "reduction chunks of dim (>= 1), accumulated in order",
     "matmul.n_blocks": "output column blocks of dim (>= 1)",
-    "matmul.a_addr": "scratchpad row of A (k-chunk 0, row 0)",
-    "matmul.a_kstride": "scratchpad rows between k-chunks of A",
+    "matmul.a_addr": "row of A (k-chunk 0, row 0) in the memory a_mem selects",
+    "matmul.a_kstride": "rows between k-chunks of A",
     "matmul.w_addr": "scratchpad row of the weight tile (k-chunk 0, n-block 0)",
     "matmul.w_kstride": "scratchpad rows between k-chunks of W",
     "matmul.w_nstride": "scratchpad rows between n-blocks of W",
@@ -203,7 +206,7 @@ FIELD_DOCS = {
     "vector.acc_addr": "accumulator row of block 0, row 0; block b, row i is acc_addr + b*acc_block_stride + i",
     "vector.acc_block_stride": "accumulator rows between blocks",
     "vector.state_addr": "per-row state entry of row 0; row i uses state_addr + i",
-    "vector.spad_addr": "scratchpad row written for block 0, row 0 (EXP, OUTPUT, REQUANT)",
+    "vector.spad_addr": "scratchpad row written for block 0, row 0 (OUTPUT, REQUANT)",
     "vector.spad_block_stride": "scratchpad rows between written blocks",
     "vector.kv_valid": "columns c < kv_valid are valid (ROWMAX, EXP)",
     "vector.causal": "1: column c is valid only if c <= i + causal_offset (ROWMAX, EXP)",

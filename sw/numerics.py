@@ -11,7 +11,9 @@ Formats
 * operands: INT8; accumulators and scores: INT32 (wrapping, like the array).
 * exp2 argument ``t``: signed fixed point with ``EXP_FRAC`` fraction bits, ``t <= 0``.
 * exp2 result and per-row factor ``alpha``: UQ1.15 (``ONE_Q15`` is 1.0).
-* P for P@V: ``quant_p(e)`` in [0, ``P_SCALE``], an INT8 operand.
+* P for P@V: ``quant_p(e)`` in [0, ``P_SCALE``] (11 bits), kept in the accumulator;
+  a MATMUL A operand read from the accumulator is ``saturate_a(x)``, a signed
+  ``A_WIDE_BITS``-bit integer.
 * reciprocal: ``F = round((mult << RECIP_SHIFT) / L)``, below 2**47.
 """
 
@@ -22,9 +24,9 @@ import math
 import numpy as np
 
 __all__ = [
-    "EXP_FRAC", "EXP_TABLE_BITS", "EXP_TABLE", "ONE_Q15", "P_SCALE", "RECIP_SHIFT",
-    "NEG_INF", "INT32_MIN", "INT32_MAX", "EXP_ARG_MIN", "RECIP_MULT_LIMIT",
-    "wrap32", "round_shift", "saturate", "exp_arg", "exp2_fixed", "quant_p", "mul_q15",
+    "EXP_FRAC", "EXP_TABLE_BITS", "EXP_TABLE", "ONE_Q15", "P_SCALE", "P_BITS", "A_WIDE_BITS", "MAX_SEQ_K",
+    "RECIP_SHIFT", "NEG_INF", "INT32_MIN", "INT32_MAX", "EXP_ARG_MIN", "RECIP_MULT_LIMIT",
+    "wrap32", "round_shift", "saturate", "saturate_a", "exp_arg", "exp2_fixed", "quant_p", "mul_q15",
     "recip_fixed", "requant", "fold_scale",
 ]
 
@@ -44,8 +46,18 @@ EXP_TABLE = tuple(int(round(2.0 ** (k / (1 << EXP_TABLE_BITS)) * (1 << 15)))
 ONE_Q15 = 1 << 15
 #: exp2 arguments below this give 0; clamping keeps products in range.
 EXP_ARG_MIN = -(1 << 20)
-#: P = 1.0 quantizes to this INT8 value.
-P_SCALE = 127
+#: P = 1.0 quantizes to this value: 11-bit probabilities, 0..2047 (docs/numerics.md, "Why P has 11 bits").
+P_SCALE = 2047
+#: Bits of a probability p in 0..P_SCALE.
+P_BITS = P_SCALE.bit_length()
+#: Width of a MATMUL A operand read from the accumulator (saturated, signed): holds every p.
+A_WIDE_BITS = 12
+assert P_SCALE <= (1 << (A_WIDE_BITS - 1)) - 1
+#: Longest key sequence of attention: the output accumulator O = sum p*v (0 <= p <= P_SCALE,
+#: |v| <= 128, plus at most 1/2 per SCALE rounding) must not wrap INT32:
+#: 8192 * 2047 * 128 = 2**31 - 2**20.
+MAX_SEQ_K = 8192
+assert MAX_SEQ_K * P_SCALE * 128 + MAX_SEQ_K <= INT32_MAX
 #: Reciprocal numerator shift; RECIP's mult must be below RECIP_MULT_LIMIT.
 RECIP_SHIFT = 31
 RECIP_MULT_LIMIT = 1 << 16
@@ -89,6 +101,11 @@ def saturate(x, bits=8):
     if _is_array(x):
         return np.clip(x, lo, hi)
     return max(lo, min(hi, int(x)))
+
+
+def saturate_a(x):
+    """A MATMUL A operand read from the accumulator: clamp INT32 to a signed ``A_WIDE_BITS``-bit integer."""
+    return saturate(x, A_WIDE_BITS)
 
 
 def exp_arg(diff, mult, shift):
@@ -145,7 +162,7 @@ def exp2_fixed(t):
 
 
 def quant_p(e):
-    """UQ1.15 probability to the INT8 operand of P@V: ``(e*P_SCALE + 2**14) >> 15``."""
+    """UQ1.15 probability to the P of P@V, in ``[0, P_SCALE]``: ``(e*P_SCALE + 2**14) >> 15``."""
     return (_i64(e) * P_SCALE + (1 << 14)) >> 15
 
 

@@ -12,6 +12,7 @@ from flashnpu.sw.compiler import (CompileError, attention_tiles, cli_compile, co
 from flashnpu.sw.config import load_config
 from flashnpu.sw.driver import run
 from flashnpu.sw.isa import Mem, Opcode, VectorFunct
+from flashnpu.sw.numerics import MAX_SEQ_K
 from flashnpu.sw.reference import make_attention_tensors, make_gemm_tensors, reference_attention, reference_gemm
 from flashnpu.sw.tokens import check_tokens
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload, WorkloadError
@@ -116,6 +117,23 @@ def test_matrix_order_is_ping_pong():
     # The first PV of a Q tile overwrites (accumulate=0), the others accumulate.
     acc = [f["accumulate"] for f in _ops(prog) if f["opcode"] == Opcode.MATMUL and not f["transpose_w"]]
     assert acc == [int(j > 0) for _ in range(256 // Br) for j in range(n_kv)]
+
+
+def test_p_stays_in_the_accumulator():
+    """EXP writes P over S (double-buffered in the accumulator); PV reads it there (a_mem = ACC)."""
+    prog = compile_attention(_attn(256, causal=True), "default")
+    ops = _ops(prog)
+    qk = [f for f in ops if f["opcode"] == Opcode.MATMUL and f["transpose_w"]]
+    pv = [f for f in ops if f["opcode"] == Opcode.MATMUL and not f["transpose_w"]]
+    exp = [f for f in ops if f["opcode"] == Opcode.VECTOR and f["funct"] == VectorFunct.EXP]
+    assert len(qk) == len(pv) == len(exp)
+    assert all(f["a_mem"] == Mem.SPAD for f in qk) and all(f["a_mem"] == Mem.ACC for f in pv)
+    for q, e, p in zip(qk, exp, pv):
+        assert e["acc_addr"] == q["out_addr"] == p["a_addr"]
+        assert e["acc_block_stride"] == q["out_nstride"] == p["a_kstride"]
+        assert e["blocks"] == q["n_blocks"] == p["k_chunks"] and e["rows"] == q["m_rows"] == p["m_rows"]
+    assert len({q["out_addr"] for q in qk[::2]} & {q["out_addr"] for q in qk[1::2]}) == 0   # two S buffers
+    assert not any(name.startswith("P") for name in prog.onchip["regions"])
 
 
 def test_vector_ops_are_online_softmax():
@@ -248,6 +266,10 @@ def test_compile_rejections():
         compile_attention(_attn(16, q_scale=1e-12, k_scale=1e-12), "default")
     with pytest.raises(CompileError, match=r"v_scale/out_scale"):
         compile_attention(_attn(16, v_scale=1.0, out_scale=1e-9), "default")
+    # O = sum p*v in INT32: seq_k * P_SCALE * 128 must not wrap.
+    compile_attention(_attn(16, MAX_SEQ_K, head_dim=16), "default")
+    with pytest.raises(CompileError, match=rf"'seq_k' = {MAX_SEQ_K + 1}: must be at most {MAX_SEQ_K}"):
+        compile_attention(_attn(16, MAX_SEQ_K + 1, head_dim=16), "default")
     assert issubclass(CompileError, ValueError)
 
 

@@ -68,7 +68,7 @@ def random_word(rng, cfg):
         op_raw = rng.choice([0, 5, 6, 7, 8, 9, 0xA, 0xE])
         return (rng.getrandbits(INSTR_BITS) & ~0xF) | op_raw
     limits = {"sram_addr": cfg.spad_rows if rng.random() < 0.5 else cfg.acc_rows,
-              "a_addr": cfg.spad_rows, "w_addr": cfg.spad_rows - cfg.dim, "out_addr": cfg.acc_rows,
+              "a_addr": cfg.spad_rows if rng.random() < 0.5 else cfg.acc_rows, "w_addr": cfg.spad_rows - cfg.dim, "out_addr": cfg.acc_rows,
               "acc_addr": cfg.acc_rows, "spad_addr": cfg.spad_rows, "state_addr": cfg.vector_state_rows}
     fields = {}
     for name, _off, width, signed in instr_fields(op):
@@ -105,6 +105,7 @@ def range_words(cfg, delta):
     base = dict(m_rows=2, k_chunks=3, n_blocks=2, a_kstride=4, w_kstride=d, w_nstride=3 * d,
                 out_nstride=7)
     words.append(encode_word(Opcode.MATMUL, **base, a_addr=cfg.spad_rows - 1 - 8 - 1 + delta))
+    words.append(encode_word(Opcode.MATMUL, **base, a_mem=Mem.ACC, a_addr=cfg.acc_rows - 1 - 8 - 1 + delta))
     words.append(encode_word(Opcode.MATMUL, **base, w_addr=cfg.spad_rows - 1 - 2 * d - 3 * d - (d - 1) + delta))
     words.append(encode_word(Opcode.MATMUL, **base, out_addr=cfg.acc_rows - 1 - 7 - 1 + delta))
     for f in VectorFunct:
@@ -173,7 +174,7 @@ def test_boundaries_exact():
     for f in F:
         vec += [E.STATE_RANGE,
                 E.ACC_RANGE if f not in (F.INIT, F.RECIP) else E.NONE,
-                E.SPAD_RANGE if f in (F.EXP, F.OUTPUT, F.REQUANT) else E.NONE]
+                E.SPAD_RANGE if f in (F.OUTPUT, F.REQUANT) else E.NONE]     # EXP writes in place
     want = [E.SPAD_RANGE, E.SPAD_RANGE, E.ACC_RANGE, E.ACC_RANGE,
-            E.SPAD_RANGE, E.SPAD_RANGE, E.ACC_RANGE] + vec
+            E.SPAD_RANGE, E.ACC_RANGE, E.SPAD_RANGE, E.ACC_RANGE] + vec
     assert got[len(legal):] == want

@@ -11,7 +11,8 @@ from flashnpu.sw.config import load_config
 from flashnpu.sw.golden import GoldenNPU, NpuError, check
 from flashnpu.sw.isa import ErrorCode, Mem, Opcode, VectorFunct
 from flashnpu.sw.numerics import (
-    INT32_MAX, INT32_MIN, NEG_INF, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant, wrap32,
+    INT32_MAX, INT32_MIN, NEG_INF, P_SCALE, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant,
+    saturate_a, wrap32,
 )
 
 CONFIGS = ["tiny", "default"]
@@ -54,8 +55,12 @@ class Ref:
             for nb in range(f["n_blocks"]):
                 for kc in range(f["k_chunks"]):
                     base = f["w_addr"] + kc * f["w_kstride"] + nb * f["w_nstride"]
+                    a_rows = [f["a_addr"] + kc * f["a_kstride"] + m for m in range(f["m_rows"])]
+                    # The tile reads all its A rows before it writes (P = A @ W, then dst).
+                    a_vals = [list(self.spad[r]) if f["a_mem"] == Mem.SPAD else
+                              [saturate_a(x) for x in self.acc[r]] for r in a_rows]
                     for m in range(f["m_rows"]):
-                        arow = self.spad[f["a_addr"] + kc * f["a_kstride"] + m]
+                        arow = a_vals[m]
                         dst = f["out_addr"] + nb * f["out_nstride"] + m
                         for n in range(dim):
                             p = 0
@@ -84,7 +89,7 @@ class Ref:
                 return c < f["kv_valid"] and (not f["causal"] or c <= i + f["causal_offset"])
 
             arow = lambda b: f["acc_addr"] + b * f["acc_block_stride"] + i
-            srow = lambda b: f["spad_addr"] + b * f["spad_block_stride"] + i
+            srow = lambda b: f["spad_addr"] + b * f["spad_block_stride"] + i   # noqa: E731
             if fn == VectorFunct.ROWMAX:
                 mx = NEG_INF
                 for b in range(f["blocks"]):
@@ -100,7 +105,7 @@ class Ref:
                     for l in range(dim):
                         p = quant_p(exp2_fixed(exp_arg(self.acc[arow(b)][l] - self.M[s], f["mult"], f["shift"]))) \
                             if valid(b * dim + l) else 0
-                        self.spad[srow(b)][l] = p
+                        self.acc[arow(b)][l] = p       # in place over the scores
                         total += p
                 self.L[s] = wrap32(mul_q15(self.L[s], self.F[s]) + total)
             else:
@@ -162,9 +167,11 @@ def _random_fields(op, cfg, rng: random.Random, image_size):
         w_n = rng.choice([0, dim, 5 * dim])
         o_n = rng.choice([0, 1, m, m + 2])            # 0 and 1: overlapping output blocks
         sp = cfg.spad_rows
-        return dict(accumulate=rng.randint(0, 1), transpose_w=rng.randint(0, 1), m_rows=m, k_chunks=kcs,
-                    n_blocks=nbs,
-                    a_addr=rng.randint(0, sp - 1 - (kcs - 1) * a_k - (m - 1)), a_kstride=a_k,
+        a_mem = rng.choice([Mem.SPAD, Mem.ACC])
+        a_size = sp if a_mem == Mem.SPAD else cfg.acc_rows
+        return dict(accumulate=rng.randint(0, 1), transpose_w=rng.randint(0, 1), a_mem=a_mem, m_rows=m,
+                    k_chunks=kcs, n_blocks=nbs,
+                    a_addr=rng.randint(0, a_size - 1 - (kcs - 1) * a_k - (m - 1)), a_kstride=a_k,
                     w_addr=rng.randint(0, sp - 1 - (kcs - 1) * w_k - (nbs - 1) * w_n - (dim - 1)),
                     w_kstride=w_k, w_nstride=w_n,
                     out_addr=rng.randint(0, cfg.acc_rows - 1 - (nbs - 1) * o_n - (m - 1)), out_nstride=o_n)
@@ -217,11 +224,11 @@ def test_exp_rows_nontrivial():
     g.M[:4] = 0
     g.F[:4] = 1 << 15
     g.execute(isa.encode(Opcode.VECTOR, funct=VectorFunct.EXP, rows=4, blocks=1, kv_valid=4,
-                         mult=1 << 12, shift=12, spad_addr=10))
-    p = g.spad[10].tolist()
+                         mult=1 << 12, shift=12))
+    p = g.acc[0].tolist()                  # in place over the scores
     for got, diff in zip(p, [0, -100, -2000, -5000]):
-        assert abs(got - 127 * 2.0 ** (diff / 4096)) <= 1
-    assert p[0] == 127 and len(set(p)) == 4
+        assert abs(got - P_SCALE * 2.0 ** (diff / 4096)) <= 1
+    assert p[0] == P_SCALE and len(set(p)) == 4
     assert g.L[0] == sum(p)
 
 
@@ -311,6 +318,11 @@ def _static_cases(cfg):
         (isa.encode(E.STORE, mem=1, rows=ac + 1, chunks=1), ErrorCode.ACC_RANGE),
         (_mm(a_addr=sp - 2, m_rows=2, w_addr=sp - d), ErrorCode.NONE),
         (_mm(a_addr=sp - 2, m_rows=3, out_addr=ac), ErrorCode.SPAD_RANGE),        # A before out
+        (_mm(a_mem=1, a_addr=ac - 2, m_rows=2, w_addr=sp - d), ErrorCode.NONE),   # A in the accumulator
+        (_mm(a_mem=1, a_addr=ac - 2, m_rows=3, w_addr=sp), ErrorCode.ACC_RANGE),  # A before W
+        (_mm(a_mem=1, k_chunks=2, a_kstride=ac - 1), ErrorCode.NONE),
+        (_mm(a_mem=1, k_chunks=2, a_kstride=ac), ErrorCode.ACC_RANGE),
+        (_mm(a_mem=1, a_addr=sp - 1, m_rows=2), ErrorCode.ACC_RANGE if ac < sp else ErrorCode.NONE),
         (_mm(k_chunks=2, a_kstride=sp, w_addr=0), ErrorCode.SPAD_RANGE),
         (_mm(w_addr=sp - d + 1, out_addr=ac), ErrorCode.SPAD_RANGE),              # W before out
         (_mm(n_blocks=2, w_nstride=sp - d + 1), ErrorCode.SPAD_RANGE),
@@ -329,8 +341,9 @@ def _static_cases(cfg):
         (_vec(V.ROWMAX, blocks=2, acc_block_stride=1, acc_addr=ac - 1), ErrorCode.ACC_RANGE),
         (_vec(V.SCALE, acc_addr=ac, spad_addr=sp), ErrorCode.ACC_RANGE),
         (_vec(V.SCALE, spad_addr=sp), ErrorCode.NONE),
-        (_vec(V.EXP, acc_addr=ac, spad_addr=sp), ErrorCode.ACC_RANGE),           # acc before spad
-        (_vec(V.EXP, spad_addr=sp), ErrorCode.SPAD_RANGE),
+        (_vec(V.EXP, acc_addr=ac, spad_addr=sp), ErrorCode.ACC_RANGE),
+        (_vec(V.EXP, spad_addr=sp), ErrorCode.NONE),                              # EXP: in place, no spad
+        (_vec(V.OUTPUT, acc_addr=ac, spad_addr=sp), ErrorCode.ACC_RANGE),        # acc before spad
         (_vec(V.OUTPUT, rows=2, spad_addr=sp - 2), ErrorCode.NONE),
         (_vec(V.OUTPUT, rows=2, blocks=2, spad_block_stride=1, spad_addr=sp - 2), ErrorCode.SPAD_RANGE),
         (_vec(V.REQUANT, spad_addr=sp), ErrorCode.SPAD_RANGE),
