@@ -9,6 +9,8 @@ from amaranth.lib.wiring import In, Out
 
 from flashnpu.hw.signatures import SramReadSignature, SramWriteSignature, UnitSignature
 from flashnpu.hw.systolic_array import SystolicArray
+from flashnpu.sw.isa import Mem
+from flashnpu.sw.numerics import A_WIDE_BITS
 
 __all__ = ["MatrixUnit"]
 
@@ -16,17 +18,20 @@ SRAM_ADDR_WIDTH = 16
 
 
 class MatrixUnit(wiring.Component):
-    """Execute MATMUL instructions: scratchpad reads of W and A, the array, accumulator writes.
+    """Execute MATMUL instructions: reads of W and A, the array, accumulator writes.
 
     For each tile (``nb`` outer, ``kc`` inner) the unit reads the ``dim`` weight
     rows of the tile through ``w_rd`` (one per cycle) and the ``m_rows`` A rows
-    through ``a_rd`` (one per cycle), one cycle behind; a tile takes
-    ``max(m_rows, dim)`` issue cycles and the next tile (of the same or the
-    next instruction) follows at once. Each product row is written to the
+    (one per cycle), one cycle behind: from the scratchpad through ``a_rd``
+    (INT8 lanes, sign-extended) or, with ``a_mem = ACC``, from the accumulator
+    through ``acc_a_rd`` (each INT32 lane saturated to ``A_WIDE_BITS`` bits). A
+    tile takes ``max(m_rows, dim)`` issue cycles and the next tile (of the same
+    or the next instruction) follows at once. Each product row is written to the
     accumulator: overwritten on the first k-chunk of a non-accumulating
     MATMUL, else read (``acc_rd``), added (wrap32) and written back. A read
     sees every earlier write of the unit: the two writes that the SRAM cannot
-    show yet are forwarded.
+    show yet are forwarded; a tile that reads A rows from the accumulator
+    waits at its start while an earlier row to one of them is still in flight.
 
     Parameters
     ----------
@@ -44,6 +49,8 @@ class MatrixUnit(wiring.Component):
         accepted instruction has not reached ``done``; ``error`` is always 0.
     a_rd, w_rd : Out(SramReadSignature(addr_width=16, data_width=8*dim))
         Scratchpad reads of A rows and weight rows.
+    acc_a_rd : Out(SramReadSignature(addr_width=16, data_width=32*dim))
+        Accumulator reads of A rows (``a_mem = ACC``: P of P@V).
     acc_rd : Out(SramReadSignature(addr_width=16, data_width=32*dim))
         Accumulator reads for read-modify-write.
     acc_wr : Out(SramWriteSignature(addr_width=16, data_width=32*dim))
@@ -59,6 +66,7 @@ class MatrixUnit(wiring.Component):
             "unit": In(UnitSignature()),
             "a_rd": Out(SramReadSignature(addr_width=SRAM_ADDR_WIDTH, data_width=8 * dim)),
             "w_rd": Out(SramReadSignature(addr_width=SRAM_ADDR_WIDTH, data_width=8 * dim)),
+            "acc_a_rd": Out(SramReadSignature(addr_width=SRAM_ADDR_WIDTH, data_width=32 * dim)),
             "acc_rd": Out(SramReadSignature(addr_width=SRAM_ADDR_WIDTH, data_width=32 * dim)),
             "acc_wr": Out(SramWriteSignature(addr_width=SRAM_ADDR_WIDTH, data_width=32 * dim)),
             "array_active": Out(1),
@@ -76,6 +84,7 @@ class MatrixUnit(wiring.Component):
         i_active = Signal()
         i_accumulate = Signal()
         i_transpose = Signal()
+        i_a_acc = Signal()               # A rows from the accumulator
         i_m_rows = Signal(16)
         i_k_chunks = Signal(8)
         i_n_blocks = Signal(8)
@@ -107,11 +116,15 @@ class MatrixUnit(wiring.Component):
         ]
         take = Signal()
         m.d.comb += take.eq(u.instr.valid & u.instr.ready)
+        # A tile reading A from the accumulator waits at its first issue cycle
+        # while a row it reads is still to be written (driven below).
+        a_wait = Signal()
 
         with m.If(take):
             m.d.sync += [
                 i_active.eq(1),
                 i_accumulate.eq(p.accumulate), i_transpose.eq(p.transpose_w),
+                i_a_acc.eq(p.a_mem == Mem.ACC),
                 i_m_rows.eq(p.m_rows), i_k_chunks.eq(p.k_chunks), i_n_blocks.eq(p.n_blocks),
                 i_a_addr.eq(p.a_addr), i_a_kstride.eq(p.a_kstride),
                 i_w_kstride.eq(p.w_kstride), i_w_nstride.eq(p.w_nstride),
@@ -121,7 +134,7 @@ class MatrixUnit(wiring.Component):
                 i_w_nbase.eq(p.w_addr), i_w_base.eq(p.w_addr),
                 i_a_base.eq(p.a_addr), i_out_base.eq(p.out_addr),
             ]
-        with m.Elif(i_active):
+        with m.Elif(i_active & ~a_wait):
             with m.If(last_t):
                 m.d.sync += i_t.eq(0)
                 with m.If(last_kc):
@@ -145,7 +158,7 @@ class MatrixUnit(wiring.Component):
         # later, so it reaches the array in c0+1+i, right behind its weights.
         w_issue = Signal()
         m.d.comb += [
-            w_issue.eq(i_active & (i_t < dim)),
+            w_issue.eq(i_active & (i_t < dim) & ~a_wait),
             self.w_rd.en.eq(w_issue),
             self.w_rd.addr.eq(i_w_base + i_t),
         ]
@@ -162,34 +175,51 @@ class MatrixUnit(wiring.Component):
         # Every A row carries where its product goes (dst), whether it is
         # added (rmw) and whether it is the instruction's last row.
         a_valid = Signal()
+        a_acc = Signal()
         a_addr = Signal(16)
         a_dst = Signal(16)
         a_rmw = Signal()
         a_last = Signal()
         m.d.sync += [
-            a_valid.eq(i_active & (i_t < i_m_rows)),
+            a_valid.eq(i_active & (i_t < i_m_rows) & ~a_wait),
+            a_acc.eq(i_a_acc),
             a_addr.eq(i_a_base + i_t),
             a_dst.eq(i_out_base + i_t),
             a_rmw.eq(i_accumulate | (i_kc != 0)),
             a_last.eq(last_kc & last_nb & (i_t == i_m_rows - 1)),
         ]
-        m.d.comb += [self.a_rd.en.eq(a_valid), self.a_rd.addr.eq(a_addr)]
+        m.d.comb += [
+            self.a_rd.en.eq(a_valid & ~a_acc), self.a_rd.addr.eq(a_addr),
+            self.acc_a_rd.en.eq(a_valid & a_acc), self.acc_a_rd.addr.eq(a_addr),
+        ]
         e_valid = Signal()               # the row enters the array
-        m.d.sync += e_valid.eq(a_valid)
+        e_acc = Signal()
+        m.d.sync += [e_valid.eq(a_valid), e_acc.eq(a_acc)]
+        # A lanes for the array: INT8 sign-extended, or INT32 saturated (numerics.saturate_a).
+        a_hi, a_lo = (1 << (A_WIDE_BITS - 1)) - 1, -(1 << (A_WIDE_BITS - 1))
+        a_lanes = []
+        for k in range(dim):
+            sp = self.a_rd.data[8 * k:8 * k + 8].as_signed()
+            ac = self.acc_a_rd.data[32 * k:32 * k + 32].as_signed()
+            lane = Signal(signed(A_WIDE_BITS), name=f"a_lane{k}")
+            m.d.comb += lane.eq(Mux(e_acc, Mux(ac > a_hi, a_hi, Mux(ac < a_lo, a_lo, ac)), sp))
+            a_lanes.append(lane)
         m.d.comb += [
             array.a_valid.eq(e_valid),
-            array.a_data.eq(self.a_rd.data),
+            array.a_data.eq(Cat(*a_lanes)),
             self.array_active.eq(e_valid),
         ]
 
         # The row's tags travel beside the array; they reach the r_ stage one
         # cycle before its product leaves the array.
         v, dst, rmw, last = a_valid, a_dst, a_rmw, a_last
+        pending = [(a_valid, a_dst)]     # rows whose accumulator write is not visible next cycle
         for d in range(array.latency):
             v_q, dst_q, rmw_q, last_q = (Signal(name=f"tag{d}_valid"), Signal(16, name=f"tag{d}_dst"),
                                          Signal(name=f"tag{d}_rmw"), Signal(name=f"tag{d}_last"))
             m.d.sync += [v_q.eq(v), dst_q.eq(dst), rmw_q.eq(rmw), last_q.eq(last)]
             v, dst, rmw, last = v_q, dst_q, rmw_q, last_q
+            pending.append((v, dst))
         r_valid, r_dst, r_rmw, r_last = v, dst, rmw, last
 
         # ====================================================== write-back
@@ -216,6 +246,16 @@ class MatrixUnit(wiring.Component):
         ]
         old = Signal(32 * dim)
         m.d.comb += old.eq(Mux(x_fwd_w, w_data, Mux(x_fwd_w2, w2_data, self.acc_rd.data)))
+        pending.append((x_valid, x_dst))
+
+        # A from the accumulator: the tile's first A read (next cycle) sees the
+        # writes up to this cycle's (stage w). Rows in stages a .. x are later:
+        # wait while one of them is in the tile's A rows.
+        a_lo_row = i_a_base
+        a_end_row = Signal(17)
+        m.d.comb += a_end_row.eq(i_a_base + i_m_rows)
+        m.d.comb += a_wait.eq(i_active & i_a_acc & (i_t == 0) & Cat(*(
+            pv & (pd >= a_lo_row) & (pd < a_end_row) for pv, pd in pending)).any())
         total = Signal(32 * dim)
         for n in range(dim):
             lane = slice(32 * n, 32 * n + 32)

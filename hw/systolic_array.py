@@ -1,4 +1,4 @@
-"""The weight-stationary systolic array: ``dim x dim`` INT8 x INT8 -> INT32 PEs.
+"""The weight-stationary systolic array: ``dim x dim`` PEs, 12-bit signed A x INT8 W -> INT32.
 
 See ``docs/matrix_unit.md`` for the dataflow and the cycle model.
 """
@@ -7,11 +7,13 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from flashnpu.sw.numerics import A_WIDE_BITS
+
 __all__ = ["SystolicArray"]
 
 
 class SystolicArray(wiring.Component):
-    """Multiply streamed INT8 rows by a stationary ``dim x dim`` INT8 weight tile.
+    """Multiply streamed A rows (``A_WIDE_BITS``-bit signed lanes) by a stationary ``dim x dim`` INT8 weight tile.
 
     PE ``(k, n)`` holds ``W[k][n]`` in two weight registers (double buffering).
     Activations move right along array row ``k``, partial sums move down
@@ -24,7 +26,9 @@ class SystolicArray(wiring.Component):
     Parameters
     ----------
     config : NPUConfig
-        ``dim`` sets the size; operands are INT8, sums INT32.
+        ``dim`` sets the size; A lanes are ``A_WIDE_BITS = 12``-bit signed
+        (INT8 operands arrive sign-extended, probabilities P up to 2047 as they
+        are), weights INT8, sums INT32 (wrapping).
 
     Attributes
     ----------
@@ -39,8 +43,8 @@ class SystolicArray(wiring.Component):
         in ``dim`` consecutive cycles ``c0 .. c0+dim-1``.
     w_transpose : In(1)
         Orientation of ``w_data`` in this cycle.
-    a_data : In(8*dim)
-        An A row, lane ``k`` (bits ``[8k+7:8k]``, INT8) multiplies W row ``k``.
+    a_data : In(A_WIDE_BITS*dim)
+        An A row, lane ``k`` (bits ``[12k+11:12k]``, signed) multiplies W row ``k``.
     a_valid : In(1)
         ``a_data`` is a row to multiply.
     out_data : Out(32*dim)
@@ -72,7 +76,7 @@ class SystolicArray(wiring.Component):
             "w_data": In(8 * dim),
             "w_valid": In(1),
             "w_transpose": In(1),
-            "a_data": In(8 * dim),
+            "a_data": In(A_WIDE_BITS * dim),
             "a_valid": In(1),
             "out_data": Out(32 * dim),
             "out_valid": Out(1),
@@ -105,7 +109,8 @@ class SystolicArray(wiring.Component):
         m.d.comb += w_buf.eq(Mux(load_t == 0, ~cur_sel, cur_sel))
 
         w_lane = [self.w_data[8 * j:8 * j + 8].as_signed() for j in range(dim)]
-        a_lane = [self.a_data[8 * k:8 * k + 8].as_signed() for k in range(dim)]
+        ab = A_WIDE_BITS
+        a_lane = [self.a_data[ab * k:ab * k + ab].as_signed() for k in range(dim)]
 
         # ------------------------------------------------------------- skew
         # Lane k of an A row (with its buffer index) enters array row k k cycles late.
@@ -114,7 +119,7 @@ class SystolicArray(wiring.Component):
         for k in range(dim):
             a, s = a_lane[k], cur_sel
             for d in range(k):
-                a_q = Signal(signed(8), name=f"skew{k}_{d}")
+                a_q = Signal(signed(ab), name=f"skew{k}_{d}")
                 s_q = Signal(name=f"skew{k}_{d}_sel")
                 m.d.sync += [a_q.eq(a), s_q.eq(s)]
                 a, s = a_q, s_q
@@ -137,13 +142,13 @@ class SystolicArray(wiring.Component):
                 with m.If(we & w_buf):
                     m.d.sync += w1.eq(wd)
 
-                prod = Signal(signed(16), name=f"pe{k}_{n}_prod")
+                prod = Signal(signed(ab + 8), name=f"pe{k}_{n}_prod")
                 m.d.comb += prod.eq(a_in * Mux(sel_in, w1, w0))
                 ps = Signal(signed(32), name=f"pe{k}_{n}_psum")
                 m.d.sync += ps.eq(psum_in[n] + prod)
                 psum_out.append(ps)
                 if n < dim - 1:
-                    a_q = Signal(signed(8), name=f"pe{k}_{n}_a")
+                    a_q = Signal(signed(ab), name=f"pe{k}_{n}_a")
                     s_q = Signal(name=f"pe{k}_{n}_sel")
                     m.d.sync += [a_q.eq(a_in), s_q.eq(sel_in)]
                     a_in, sel_in = a_q, s_q

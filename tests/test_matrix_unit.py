@@ -18,15 +18,15 @@ from flashnpu.hw.matrix_unit import MatrixUnit
 from flashnpu.hw.sram import BankedSram
 from flashnpu.sw.config import load_config
 from flashnpu.sw.golden import GoldenNPU
-from flashnpu.sw.isa import Opcode, encode
-from flashnpu.sw.numerics import wrap32
+from flashnpu.sw.isa import Mem, Opcode, encode
+from flashnpu.sw.numerics import saturate_a, wrap32
 
 TINY = load_config("tiny")
 DEFAULT = load_config("default")
 
 
 class Harness(Elaboratable):
-    """The matrix unit wired to its scratchpad (ports a, w) and accumulator (read and write m)."""
+    """The matrix unit wired to its scratchpad (ports a, w) and accumulator (reads m, a; write m)."""
 
     def __init__(self, cfg):
         dim = cfg.dim
@@ -34,7 +34,7 @@ class Harness(Elaboratable):
         self.spad = BankedSram(rows=cfg.spad_rows, banks=cfg.spad_banks, width=8 * dim,
                                read_ports=("a", "w"), write_ports=())
         self.acc = BankedSram(rows=cfg.acc_rows, banks=cfg.acc_banks, width=32 * dim,
-                              read_ports=("m",), write_ports=("m",))
+                              read_ports=("m", "a"), write_ports=("m",))
 
     def elaborate(self, platform):
         m = Module()
@@ -44,6 +44,7 @@ class Harness(Elaboratable):
         connect(m, self.mu.a_rd, self.spad.rd_a)
         connect(m, self.mu.w_rd, self.spad.rd_w)
         connect(m, self.mu.acc_rd, self.acc.rd_m)
+        connect(m, self.mu.acc_a_rd, self.acc.rd_a)
         connect(m, self.mu.acc_wr, self.acc.wr_m)
         return m
 
@@ -59,7 +60,8 @@ def ref_matmul(spad, acc, f, dim):
             if f["transpose_w"]:
                 w = w.T
             a0 = f["a_addr"] + kc * f["a_kstride"]
-            p = spad[a0:a0 + m_rows].astype(np.int64) @ w
+            a = spad[a0:a0 + m_rows] if f["a_mem"] == Mem.SPAD else saturate_a(acc[a0:a0 + m_rows])
+            p = a.astype(np.int64) @ w
             dst = f["out_addr"] + nb * f["out_nstride"]
             if kc == 0 and not f["accumulate"]:
                 acc[dst:dst + m_rows] = wrap32(p)
@@ -68,32 +70,48 @@ def ref_matmul(spad, acc, f, dim):
 
 
 def cycle_model(dim, instrs, offers):
-    """(accept, done, array_active cycles) per instruction; see docs/matrix_unit.md.
+    """(accept, done, array_active cycles, A-wait cycles) per instruction; see docs/matrix_unit.md.
 
     ``offers[j]`` is the cycle instruction j is first offered, or ``None`` for
-    "right after the previous one was taken".
+    "right after the previous one was taken". Tile by tile: a tile with
+    ``a_mem = ACC`` starts no earlier than the write cycle of the last earlier
+    row written to one of its A rows.
     """
     ready, out = 0, []
     prev_accept = None
+    written = {}                # accumulator row -> cycle of its latest write (stage w)
     for f, off in zip(instrs, offers):
         offered = (0 if prev_accept is None else prev_accept + 1) if off is None else off
         accept = max(ready, offered)
-        t_len = max(f["m_rows"], dim)
-        tiles = f["k_chunks"] * f["n_blocks"]
-        ready = accept + tiles * t_len
-        done = accept + (tiles - 1) * t_len + f["m_rows"] + 2 * dim + 2
-        active = [accept + 3 + j * t_len + i for j in range(tiles) for i in range(f["m_rows"])]
-        out.append((accept, done, active))
+        m_rows, t_len = f["m_rows"], max(f["m_rows"], dim)
+        start, active, waited = accept + 1, [], 0
+        for nb in range(f["n_blocks"]):
+            for kc in range(f["k_chunks"]):
+                if f["a_mem"] == Mem.ACC:
+                    a0 = f["a_addr"] + kc * f["a_kstride"]
+                    late = max((written.get(r, -1) for r in range(a0, a0 + m_rows)), default=-1)
+                    waited += max(0, late - start)
+                    start = max(start, late)
+                dst = f["out_addr"] + nb * f["out_nstride"]
+                for i in range(m_rows):
+                    written[dst + i] = start + i + 2 * dim + 2
+                active += [start + 2 + i for i in range(m_rows)]
+                last_start = start
+                start += t_len
+        ready = last_start + t_len - 1
+        done = last_start + m_rows - 1 + 2 * dim + 2
+        out.append((accept, done, active, waited))
         prev_accept = accept
     return out
 
 
 def rand_matmul(rng, cfg, *, m_rows=None, k_chunks=None, n_blocks=None, out_window=None,
-                accumulate=None):
+                accumulate=None, a_mem=None, a_window=None):
     dim = cfg.dim
     f = {
         "accumulate": rng.randrange(2) if accumulate is None else accumulate,
         "transpose_w": rng.randrange(2),
+        "a_mem": rng.choice([Mem.SPAD, Mem.ACC]) if a_mem is None else a_mem,
         "m_rows": m_rows or rng.randint(1, 3 * dim),
         "k_chunks": k_chunks or rng.randint(1, 3),
         "n_blocks": n_blocks or rng.randint(1, 3),
@@ -101,14 +119,37 @@ def rand_matmul(rng, cfg, *, m_rows=None, k_chunks=None, n_blocks=None, out_wind
     m, k, n = f["m_rows"], f["k_chunks"], f["n_blocks"]
     # Strides may be 0 or overlap; the fields stay within the checker's ranges.
     f["a_kstride"] = rng.choice([0, m, rng.randrange(0, 2 * m + dim)])
-    f["a_addr"] = rng.randrange(cfg.spad_rows - (k - 1) * f["a_kstride"] - m + 1)
+    a_rows = cfg.spad_rows if f["a_mem"] == Mem.SPAD else cfg.acc_rows
+    hi = a_rows - (k - 1) * f["a_kstride"] - m + 1
+    f["a_addr"] = rng.randrange(min(hi, a_window) if a_window else hi)
     f["w_kstride"] = rng.choice([0, dim, rng.randrange(0, 3 * dim)])
     f["w_nstride"] = rng.choice([0, dim, k * dim, rng.randrange(0, 3 * dim)])
     f["w_addr"] = rng.randrange(cfg.spad_rows - (k - 1) * f["w_kstride"] - (n - 1) * f["w_nstride"] - dim + 1)
     f["out_nstride"] = rng.choice([m, m, rng.randrange(0, 2 * m + 2)])
     hi = cfg.acc_rows - (n - 1) * f["out_nstride"] - m + 1
-    f["out_addr"] = rng.randrange(min(hi, out_window) if out_window else hi)
-    return f
+    while True:
+        f["out_addr"] = rng.randrange(min(hi, out_window) if out_window else hi)
+        if not reads_own_tile_writes(f, dim):
+            return f
+
+
+def reads_own_tile_writes(f, dim):
+    """A tile whose A row i (from the accumulator) is its own output row i' < i - 2*dim - 1.
+
+    The unit writes row i' before it reads A row i then, whereas the architecture reads the
+    whole tile first (docs/matrix_unit.md, "A from the accumulator"); tests avoid such programs.
+    """
+    if f["a_mem"] != Mem.ACC:
+        return False
+    for nb in range(f["n_blocks"]):
+        out = f["out_addr"] + nb * f["out_nstride"]
+        for kc in range(f["k_chunks"]):
+            a0 = f["a_addr"] + kc * f["a_kstride"]
+            for i in range(f["m_rows"]):
+                i_out = a0 + i - out
+                if 0 <= i_out < i - 2 * dim - 1:
+                    return True
+    return False
 
 
 # ------------------------------------------------------------------ runner
@@ -118,6 +159,9 @@ def run(cfg, instrs, *, seed=0, offers=None, max_cycles=20000):
     rng = np.random.default_rng(seed)
     spad = rng.integers(-128, 128, size=(cfg.spad_rows, dim), dtype=np.int64)
     acc0 = rng.integers(-(1 << 31), 1 << 31, size=(cfg.acc_rows, dim), dtype=np.int64)
+    # Half the rows near the 12-bit A range, so that A from the accumulator is not all saturated.
+    small = rng.random(cfg.acc_rows) < 0.5
+    acc0[small] = rng.integers(-2100, 2100, size=(int(small.sum()), dim))
     offers = offers or [None] * len(instrs)
     words = [encode(Opcode.MATMUL, **f) for f in instrs]
     h = Harness(cfg)
@@ -189,11 +233,12 @@ def run(cfg, instrs, *, seed=0, offers=None, max_cycles=20000):
 
     # Cycles.
     model = cycle_model(dim, instrs, offers)
-    assert log["accept"] == [a for a, _, _ in model]
-    assert log["done"] == [d for _, d, _ in model]
-    assert log["active"] == sorted(c for _, _, act in model for c in act)
-    busy = sorted({c for a, d, _ in model for c in range(a + 1, d + 1)})
+    assert log["accept"] == [a for a, _, _, _ in model]
+    assert log["done"] == [d for _, d, _, _ in model]
+    assert log["active"] == sorted(c for _, _, act, _ in model for c in act)
+    busy = sorted({c for a, d, _, _ in model for c in range(a + 1, d + 1)})
     assert log["busy"] == busy
+    log["waited"] = [w for *_, w in model]
     return log
 
 
@@ -293,3 +338,55 @@ def test_default_back_to_back():
     instrs = [rand_matmul(rng, DEFAULT, m_rows=m, k_chunks=k, n_blocks=n, out_window=2 * dim)
               for m, k, n in shapes]
     run(DEFAULT, instrs, seed=13)
+
+
+# ------------------------------------------------------- A from the accumulator
+def test_tiny_acc_a_waits_for_inflight_rows():
+    # Each MATMUL reads as A (a_mem = ACC) rows that the previous one is still writing: the
+    # tile waits until the last of them is written, and reads the new values.
+    dim = TINY.dim
+    rng = random.Random(21)
+    instrs = []
+    for j in range(6):
+        m = rng.choice([1, dim - 1, dim, dim + 2, 2 * dim + 1])
+        f = rand_matmul(rng, TINY, m_rows=m, k_chunks=rng.randint(1, 2), n_blocks=1, a_mem=Mem.ACC)
+        f["out_addr"] = 50 + 8 * dim * (j % 2)
+        f["out_nstride"] = m
+        f["a_kstride"] = 0
+        prev = instrs[-1] if instrs else None
+        f["a_addr"] = (prev["out_addr"] + rng.randrange(prev["m_rows"])) if prev else 10
+        instrs.append(f)
+    log = run(TINY, instrs, seed=21)
+    assert all(w > 0 for w in log["waited"][1:]), log["waited"]
+
+
+def test_tiny_acc_a_reads_earlier_tiles():
+    # One instruction whose later tiles read as A the rows its earlier tiles wrote
+    # (k-chunk 1 reads the rows of output block 0, written by k-chunk 0 just before).
+    dim = TINY.dim
+    rng = random.Random(22)
+    instrs = []
+    for m in (dim, dim + 1, 3):
+        f = rand_matmul(rng, TINY, m_rows=m, k_chunks=2, n_blocks=2, a_mem=Mem.ACC, accumulate=0)
+        f.update(out_addr=200, out_nstride=m, a_addr=200 - m, a_kstride=m)
+        instrs.append(f)
+    log = run(TINY, instrs, seed=22)
+    assert all(w > 0 for w in log["waited"]), log["waited"]
+
+
+@pytest.mark.parametrize("cfg", [TINY, DEFAULT], ids=["tiny", "default"])
+def test_ping_pong_from_accumulator_never_waits(cfg):
+    # The attention pattern: QK_{g+1} (A from the scratchpad) writes S[(g+1)%2] while
+    # PV_g reads P from S[g%2] (a_mem = ACC): no wait, no bubble.
+    dim = cfg.dim
+    rng = random.Random(23)
+    m, nbc, S = 2 * dim, 2, [0, 4 * dim]
+    instrs = []
+    for g in range(5):
+        instrs.append(rand_matmul(rng, cfg, m_rows=m, k_chunks=1, n_blocks=nbc, a_mem=Mem.SPAD, accumulate=0))
+        instrs[-1].update(out_addr=S[(g + 1) % 2], out_nstride=m)
+        instrs.append(rand_matmul(rng, cfg, m_rows=m, k_chunks=nbc, n_blocks=1, a_mem=Mem.ACC, accumulate=1))
+        instrs[-1].update(a_addr=S[g % 2], a_kstride=m, out_addr=8 * dim, out_nstride=m)
+    log = run(cfg, instrs, seed=23)
+    assert log["waited"] == [0] * len(instrs)
+    assert len(log["active"]) == log["active"][-1] - log["active"][0] + 1

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 from flashnpu.hw.systolic_array import SystolicArray
 from flashnpu.sw.config import load_config
-from flashnpu.sw.numerics import wrap32
+from flashnpu.sw.numerics import A_WIDE_BITS, wrap32
 
 TINY = load_config("tiny")
 DEFAULT = load_config("default")
@@ -50,7 +50,7 @@ def make_schedule(dim, tiles, rng, *, gaps):
             slots = range(1, m_rows + 1)
         prod = wrap32(a.astype(np.int64) @ w.astype(np.int64))
         for i, s in enumerate(slots):
-            inputs.setdefault(c0 + s, {}).update(a=pack(a[i], 8), av=1)
+            inputs.setdefault(c0 + s, {}).update(a=pack(a[i], A_WIDE_BITS), av=1)
             expect.append((c0 + s, [int(x) for x in prod[i]]))
         c0 += span
     return inputs, expect, c0 + 1
@@ -70,7 +70,7 @@ def run_array(cfg, tiles, *, seed=0, gaps=False):
             ctx.set(dut.w_transpose, d.get("wt", rng.randrange(2)))
             ctx.set(dut.w_data, d.get("w", rng.getrandbits(8 * dim)))
             ctx.set(dut.a_valid, d.get("av", 0))
-            ctx.set(dut.a_data, d.get("a", rng.getrandbits(8 * dim)))
+            ctx.set(dut.a_data, d.get("a", rng.getrandbits(A_WIDE_BITS * dim)))
             if ctx.get(dut.out_valid):
                 seen.append((c, unpack32(ctx.get(dut.out_data), dim)))
             await ctx.tick()
@@ -85,16 +85,21 @@ def run_array(cfg, tiles, *, seed=0, gaps=False):
         assert got == want
 
 
+A_MIN, A_MAX = -(1 << (A_WIDE_BITS - 1)), (1 << (A_WIDE_BITS - 1)) - 1
+
+
 def random_tiles(dim, n, rng, m_choices, *, extreme=False):
+    """Tiles of INT8 weights and A rows that are INT8 (as from the scratchpad) or 12-bit (as P from the accumulator)."""
     tiles = []
     for _ in range(n):
         m_rows = rng.choice(m_choices)
         if extreme:
             w = rng.choice([np.full((dim, dim), -128), np.full((dim, dim), 127)])
-            a = np.full((m_rows, dim), -128)
+            a = np.array([[rng.choice([A_MIN, A_MAX, -128, 127]) for _ in range(dim)] for _ in range(m_rows)])
         else:
+            lo, hi = rng.choice([(-128, 127), (A_MIN, A_MAX), (0, 2047)])
             w = np.array([[rng.randrange(-128, 128) for _ in range(dim)] for _ in range(dim)])
-            a = np.array([[rng.randrange(-128, 128) for _ in range(dim)] for _ in range(m_rows)])
+            a = np.array([[rng.randint(lo, hi) for _ in range(dim)] for _ in range(m_rows)])
         tiles.append((w, rng.randrange(2), a))
     return tiles
 
