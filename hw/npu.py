@@ -21,7 +21,7 @@ __all__ = ["NPU", "SPAD_PORTS", "ACC_PORTS"]
 
 #: (read ports, write ports) of the scratchpad and the accumulator, by client.
 SPAD_PORTS = (("matrix_a", "matrix_w", "store"), ("load", "vector"))
-ACC_PORTS = (("matrix", "vector", "store"), ("load", "matrix", "vector"))
+ACC_PORTS = (("matrix", "matrix_a", "vector", "store"), ("load", "matrix", "vector"))
 
 
 class NPU(wiring.Component):
@@ -95,6 +95,7 @@ class NPU(wiring.Component):
         wiring.connect(m, dma.spad_wr, spad.wr_load)
         wiring.connect(m, vu.spad_wr, spad.wr_vector)
         wiring.connect(m, mu.acc_rd, acc.rd_matrix)
+        wiring.connect(m, mu.acc_a_rd, acc.rd_matrix_a)
         wiring.connect(m, vu.acc_rd, acc.rd_vector)
         wiring.connect(m, dma.acc_rd, acc.rd_store)
         wiring.connect(m, dma.acc_wr, acc.wr_load)

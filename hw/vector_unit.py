@@ -13,7 +13,7 @@ from flashnpu.hw.divider import F_BITS, Divider
 from flashnpu.hw.exp2_lane import Exp2Lane
 from flashnpu.hw.signatures import SramReadSignature, SramWriteSignature, UnitSignature
 from flashnpu.sw.isa import VectorFunct
-from flashnpu.sw.numerics import NEG_INF, P_SCALE
+from flashnpu.sw.numerics import NEG_INF, P_BITS, P_SCALE
 from flashnpu.sw.perfmodel import vector_cycles
 
 __all__ = ["VectorUnit"]
@@ -22,10 +22,10 @@ SRAM_ADDR_WIDTH = 16
 
 # Stage (cycles after an element's issue) of each write; an element is one
 # (row, block) pair, i.e. one accumulator row. The cycle model in
-# sw/perfmodel.py (VECTOR_OUT_WRITE, VECTOR_STATE_WRITE) has the same numbers;
+# sw/perfmodel.py (VECTOR_OUT_WRITE, VECTOR_EXP_WRITE, VECTOR_STATE_WRITE) has the same numbers;
 # tests/test_vector_unit.py checks that they agree.
 OUT_STAGE = 4                                  # SCALE acc write, OUTPUT/REQUANT spad write
-EXP_SPAD_STAGE = 2 + Exp2Lane.LATENCY          # EXP spad write
+EXP_WR_STAGE = 2 + Exp2Lane.LATENCY            # EXP acc write (p in place)
 STATE_STAGE = 3 + Exp2Lane.LATENCY             # ROWMAX/EXP state write
 _MUL_SPLIT = 24                                # the 48-bit factor as two 24-bit halves
 
@@ -61,13 +61,14 @@ class VectorUnit(wiring.Component):
 
     ROWMAX, EXP, SCALE, OUTPUT and REQUANT issue one element (accumulator row
     ``acc_addr + b*acc_block_stride + i``, ``i`` outer, ``b`` inner) per cycle
-    into a free-running pipeline; INIT writes one state row per cycle; RECIP
+    into a free-running pipeline (EXP writes p back over the row it read, SCALE
+    the rescaled row); INIT writes one state row per cycle; RECIP
     runs a sequential divider per row. The per-row state ``M``, ``L``, ``F``
     lives in three memories of ``vector_state_rows`` entries.
 
     Instructions do not overlap: the next one is taken in the cycle the
     current one is ``done`` (its last write), so every read of an instruction
-    sees all writes of the previous ones. Inside a SCALE, an element that
+    sees all writes of the previous ones. Inside a SCALE or EXP, an element that
     reads an accumulator row whose write is still in the pipeline waits
     (see ``docs/vector_unit.md``).
 
@@ -88,9 +89,9 @@ class VectorUnit(wiring.Component):
     acc_rd : Out(SramReadSignature(addr_width=16, data_width=32*dim))
         Accumulator reads, one row per issue cycle.
     acc_wr : Out(SramWriteSignature(addr_width=16, data_width=32*dim))
-        SCALE writes. Driven from registers.
+        SCALE and EXP writes (EXP: p in ``0..P_SCALE`` per lane). Driven from registers.
     spad_wr : Out(SramWriteSignature(addr_width=16, data_width=8*dim))
-        EXP, OUTPUT and REQUANT writes. Driven from registers.
+        OUTPUT and REQUANT writes. Driven from registers.
     state_m, state_l, state_f : Memory
         The per-row state (for testbenches that preload or inspect it).
     """
@@ -240,10 +241,14 @@ class VectorUnit(wiring.Component):
             """Tag ``k`` holds a valid element of one of ``functs``."""
             return tag[k].valid & Cat(*(tag[k].funct == f for f in functs)).any()
 
-        # SCALE reads a row only after every earlier write of it has landed:
-        # the writes of the elements now in stages 1..OUT_STAGE are not visible yet.
-        m.d.comb += stall.eq((i_funct == F.SCALE) & Cat(*(
-            at(k, F.SCALE) & (tag[k].acc == i_acc) for k in range(1, OUT_STAGE + 1))).any())
+        # SCALE and EXP read a row only after every earlier write of it has landed:
+        # the writes of the elements now in stages 1..OUT_STAGE (SCALE) or
+        # 1..EXP_WR_STAGE (EXP) are not visible yet.
+        m.d.comb += stall.eq(
+            ((i_funct == F.SCALE) & Cat(*(
+                at(k, F.SCALE) & (tag[k].acc == i_acc) for k in range(1, OUT_STAGE + 1))).any())
+            | ((i_funct == F.EXP) & Cat(*(
+                at(k, F.EXP) & (tag[k].acc == i_acc) for k in range(1, EXP_WR_STAGE + 1))).any()))
 
         # Validity mask of the issued element (ROWMAX, EXP).
         lim = Signal(signed(22))
@@ -303,20 +308,21 @@ class VectorUnit(wiring.Component):
             m.d.sync += mk.eq(m_pipe)
             m_pipe = mk
 
-        # EXP: lanes from stage 1 to 1+LATENCY; quant_p and mask, then spad and row sum.
+        # EXP: lanes from stage 1 to 1+LATENCY; quant_p and mask, then the acc write and row sum.
         for l, lane in enumerate(lanes):
             m.d.comb += [lane.diff.eq(x[l] - s1_m), lane.mult.eq(i_mult), lane.shift.eq(i_shift)]
         ke = 1 + Exp2Lane.LATENCY
-        p_bits = P_SCALE.bit_length()
-        s8_p = [Signal(p_bits, name=f"s8_p{l}") for l in range(dim)]
+        s8_p = [Signal(P_BITS, name=f"s8_p{l}") for l in range(dim)]
         for l, lane in enumerate(lanes):
+            # numerics.quant_p: (e * P_SCALE + 2**14) >> 15, in 0..P_SCALE.
             m.d.sync += s8_p[l].eq(Mux(mask[ke][l], (lane.e * P_SCALE + (1 << 14)) >> 15, 0))
-        run_sum = Signal(22)           # <= 255 blocks * 64 lanes * 127
-        rsum = Signal(22)
-        m.d.comb += rsum.eq(Mux(tag[EXP_SPAD_STAGE].first, 0, run_sum) + _tree(s8_p, lambda a, b: a + b))
-        with m.If(tag[EXP_SPAD_STAGE].valid):
+        sum_bits = (255 * dim * P_SCALE).bit_length()     # a row: <= 255 blocks of dim lanes
+        run_sum = Signal(sum_bits)
+        rsum = Signal(sum_bits)
+        m.d.comb += rsum.eq(Mux(tag[EXP_WR_STAGE].first, 0, run_sum) + _tree(s8_p, lambda a, b: a + b))
+        with m.If(tag[EXP_WR_STAGE].valid):
             m.d.sync += run_sum.eq(rsum)
-        s9_rsum = Signal(22)
+        s9_rsum = Signal(sum_bits)
         m.d.sync += s9_rsum.eq(rsum)
 
         # wrap32(mul_q15(L, F)) for the L update, beside the lanes (stages 1..3).
@@ -351,16 +357,16 @@ class VectorUnit(wiring.Component):
             s4_q.append(q)
 
         # ============================================================ writes
-        exp_wr = at(EXP_SPAD_STAGE, F.EXP)
+        # Instructions do not overlap, so the SCALE and EXP writes never meet.
+        exp_wr = at(EXP_WR_STAGE, F.EXP)
         out_wr = at(OUT_STAGE, F.OUTPUT, F.REQUANT)
         m.d.comb += [
-            self.acc_wr.en.eq(at(OUT_STAGE, F.SCALE)),
-            self.acc_wr.addr.eq(tag[OUT_STAGE].acc),
-            self.acc_wr.data.eq(Cat(*s4_w)),
-            self.spad_wr.en.eq(exp_wr | out_wr),
-            self.spad_wr.addr.eq(Mux(exp_wr, tag[EXP_SPAD_STAGE].spad, tag[OUT_STAGE].spad)),
-            self.spad_wr.data.eq(Mux(exp_wr, Cat(*(Cat(v, C(0, 8 - p_bits)) for v in s8_p)),
-                                     Cat(*s4_q))),
+            self.acc_wr.en.eq(at(OUT_STAGE, F.SCALE) | exp_wr),
+            self.acc_wr.addr.eq(Mux(exp_wr, tag[EXP_WR_STAGE].acc, tag[OUT_STAGE].acc)),
+            self.acc_wr.data.eq(Mux(exp_wr, Cat(*(Cat(v, C(0, 32 - P_BITS)) for v in s8_p)), Cat(*s4_w))),
+            self.spad_wr.en.eq(out_wr),
+            self.spad_wr.addr.eq(tag[OUT_STAGE].spad),
+            self.spad_wr.data.eq(Cat(*s4_q)),
         ]
 
         init_wr = Signal()

@@ -342,9 +342,11 @@ class MatrixModel:
 
 
 #: Vector unit, cycles from an element's issue to the instruction's last write (docs/vector_unit.md):
-#: ROWMAX and EXP write the row state last, SCALE/OUTPUT/REQUANT write their row 4 cycles after issue.
+#: ROWMAX and EXP write the row state last, SCALE/OUTPUT/REQUANT write their row 4 cycles after issue,
+#: EXP its p over the row 8 cycles after issue.
 VECTOR_STATE_WRITE = 9
 VECTOR_OUT_WRITE = 4
+VECTOR_EXP_WRITE = 8
 #: RECIP: read L of row 0 and start the divider, then one division per row.
 RECIP_START = 2
 #: Cycles of one division (48 quotient bits, 2 per cycle).
@@ -354,8 +356,8 @@ RECIP_ROW_CYCLES = 24
 def vector_cycles(funct, rows: int, blocks: int, *, recip_row_cycles: int = RECIP_ROW_CYCLES) -> int:
     """Cycles from taking a VECTOR instruction to its ``done`` (docs/vector_unit.md, "Cycle model").
 
-    A SCALE whose rows overlap within ``VECTOR_OUT_WRITE`` elements takes
-    :func:`scale_stall_cycles` more.
+    A SCALE (EXP) whose rows overlap within ``VECTOR_OUT_WRITE``
+    (``VECTOR_EXP_WRITE``) elements takes :func:`scale_stall_cycles` more.
     """
     funct = VectorFunct(funct)
     if funct == VectorFunct.INIT:
@@ -367,21 +369,24 @@ def vector_cycles(funct, rows: int, blocks: int, *, recip_row_cycles: int = RECI
     return rows * blocks + VECTOR_OUT_WRITE
 
 
-def scale_stall_cycles(rows: int, blocks: int, acc_addr: int, acc_block_stride: int) -> int:
-    """Issue cycles a SCALE loses when an element reads an accumulator row still being written.
+def scale_stall_cycles(rows: int, blocks: int, acc_addr: int, acc_block_stride: int,
+                       funct=VectorFunct.SCALE) -> int:
+    """Issue cycles a SCALE (or EXP) loses when an element reads an accumulator row still being written.
 
     An element waits until the write of the latest earlier element with the
     same row has landed (``VECTOR_OUT_WRITE`` cycles after that element's
-    issue). Elements go row outer, block inner. Blocks that cannot overlap
-    (``acc_block_stride >= rows``) cost nothing.
+    issue for SCALE, ``VECTOR_EXP_WRITE`` for EXP, which writes p over the
+    scores). Elements go row outer, block inner. Blocks that cannot overlap
+    (``acc_block_stride >= rows``) and the other functs cost nothing.
     """
-    if acc_block_stride >= rows:
+    write = {VectorFunct.SCALE: VECTOR_OUT_WRITE, VectorFunct.EXP: VECTOR_EXP_WRITE}.get(VectorFunct(funct))
+    if write is None or acc_block_stride >= rows:
         return 0
     t, last_issue, lost = 0, {}, 0
     for i in range(rows):
         for b in range(blocks):
             a = acc_addr + b * acc_block_stride + i
-            ready = last_issue.get(a, -VECTOR_OUT_WRITE - 1) + VECTOR_OUT_WRITE + 1
+            ready = last_issue.get(a, -write - 1) + write + 1
             if ready > t:
                 lost += ready - t
                 t = ready
@@ -399,11 +404,9 @@ class VectorModel:
         self.cfg = config           # (``timing`` is accepted for callers that pass one; unused)
 
     def busy_cycles(self, f: dict) -> int:
-        """Cycles from take to done (:func:`vector_cycles`, SCALE stalls included)."""
-        n = vector_cycles(f["funct"], f["rows"], f["blocks"])
-        if f["funct"] == VectorFunct.SCALE:
-            n += scale_stall_cycles(f["rows"], f["blocks"], f["acc_addr"], f["acc_block_stride"])
-        return n
+        """Cycles from take to done (:func:`vector_cycles`, SCALE and EXP stalls included)."""
+        return vector_cycles(f["funct"], f["rows"], f["blocks"]) + scale_stall_cycles(
+            f["rows"], f["blocks"], f["acc_addr"], f["acc_block_stride"], funct=f["funct"])
 
 
 # ------------------------------------------------------------------ sequencer

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from flashnpu.hw.vector_unit import OUT_STAGE, STATE_STAGE, VectorUnit
-from flashnpu.sw.perfmodel import (RECIP_ROW_CYCLES, VECTOR_OUT_WRITE, VECTOR_STATE_WRITE,
+from flashnpu.hw.vector_unit import EXP_WR_STAGE, OUT_STAGE, STATE_STAGE, VectorUnit
+from flashnpu.sw.perfmodel import (RECIP_ROW_CYCLES, VECTOR_EXP_WRITE, VECTOR_OUT_WRITE, VECTOR_STATE_WRITE,
                                    scale_stall_cycles, vector_cycles)
 from flashnpu.sw.config import load_config
 from flashnpu.sw.golden import GoldenNPU
 from flashnpu.sw.isa import Opcode, VectorFunct, decode, encode
-from flashnpu.sw.numerics import (INT32_MAX, INT32_MIN, NEG_INF, exp2_fixed, exp_arg, mul_q15,
+from flashnpu.sw.numerics import (INT32_MAX, INT32_MIN, NEG_INF, P_SCALE, exp2_fixed, exp_arg, mul_q15,
                                   quant_p, recip_fixed, requant, wrap32)
 
 TINY = load_config("tiny")
@@ -85,7 +85,7 @@ def ref_vector(st, f):
                 out = [quant_p(exp2_fixed(exp_arg(row[l] - st.M[s], f["mult"], f["shift"])))
                        if valid(f, i, b * dim + l) else 0 for l in range(dim)]
                 total += sum(out)
-                st.spad[sp] = out
+                st.acc[a] = out                 # in place over the scores
             elif fn == F.SCALE:
                 st.acc[a] = [wrap32(mul_q15(v, st.F[s])) for v in row]
             elif fn == F.OUTPUT:
@@ -97,15 +97,12 @@ def ref_vector(st, f):
 
 
 def scale_stalls(f):
-    """Issue cycles lost by a SCALE whose elements read rows still being written (docs/vector_unit.md)."""
-    return scale_stall_cycles(f["rows"], f["blocks"], f["acc_addr"], f["acc_block_stride"])
+    """Issue cycles lost by a SCALE or EXP whose elements read rows still being written (docs/vector_unit.md)."""
+    return scale_stall_cycles(f["rows"], f["blocks"], f["acc_addr"], f["acc_block_stride"], funct=f["funct"])
 
 
 def expected_cycles(vu, f):
-    n = vu.cycles(f["funct"], f["rows"], f["blocks"])
-    if f["funct"] == F.SCALE:
-        n += scale_stalls(f)
-    return n
+    return vu.cycles(f["funct"], f["rows"], f["blocks"]) + scale_stalls(f)
 
 
 # ------------------------------------------------------------- simulation
@@ -264,7 +261,7 @@ def rand_instr(rng, cfg, funct, *, max_rows=6, max_blocks=3):
              causal_offset=rng.choice([0, -1, 1, rng.randrange(-2 * dim, 2 * dim), -(1 << 19), (1 << 19) - 1]),
              mult=rng.choice([1, 0, (1 << 32) - 1, rng.randrange(1 << 16), rng.randrange(1 << 32)]),
              shift=rng.choice([0, 1, 15, 31, 63, rng.randrange(64)]))
-    if funct == F.SCALE:
+    if funct in (F.SCALE, F.EXP):
         f["acc_block_stride"] = max(f["acc_block_stride"], rows)   # no self-overlap here
     if funct == F.RECIP:
         f["mult"] = rng.choice([0, 1, (1 << 16) - 1, rng.randrange(1 << 16)])
@@ -316,10 +313,10 @@ def test_rowmax_exp_masks():
                       kv_valid=kv, causal=causal, causal_offset=off, mult=46000, shift=12)
         words.append(vword(funct=F.INIT, **common))
         words.append(vword(funct=F.ROWMAX, **common))
-        words.append(vword(funct=F.EXP, spad_addr=20, spad_block_stride=5, **common))
+        words.append(vword(funct=F.EXP, **common))
     run_and_check(cfg, st, words)
-    # The last group masks every column: M stays NEG_INF, L 0, and p = 0 is written.
-    assert st.M[3:8] == [NEG_INF] * 5 and st.L[3:8] == [0] * 5 and not st.spad[20:35].any()
+    # The last group masks every column: M stays NEG_INF, L 0, and p = 0 is written over the scores.
+    assert st.M[3:8] == [NEG_INF] * 5 and st.L[3:8] == [0] * 5 and not st.acc[10:25].any()
 
 
 def test_exp_against_neg_inf_and_extremes():
@@ -329,10 +326,11 @@ def test_exp_against_neg_inf_and_extremes():
     st.acc[0] = [INT32_MAX, INT32_MIN, 0, -1]
     st.acc[1] = [INT32_MIN, INT32_MIN, INT32_MAX, INT32_MAX]
     st.acc[2] = [1, -1, INT32_MAX, INT32_MIN]
+    st.acc[4:7] = st.acc[0:3]               # EXP overwrites its rows: a copy for it
     st.M[0:3] = [NEG_INF, INT32_MAX, 0]
     st.L[0:3] = [INT32_MAX, INT32_MIN, -1]
     words = [
-        vword(funct=F.EXP, rows=3, blocks=1, acc_addr=0, state_addr=0, spad_addr=0, kv_valid=4,
+        vword(funct=F.EXP, rows=3, blocks=1, acc_addr=4, state_addr=0, kv_valid=4,
               mult=(1 << 32) - 1, shift=0),
         vword(funct=F.OUTPUT, rows=3, blocks=1, acc_addr=0, state_addr=0, spad_addr=4, shift=63),
         vword(funct=F.OUTPUT, rows=3, blocks=1, acc_addr=0, state_addr=0, spad_addr=8, shift=47),
@@ -359,6 +357,25 @@ def test_scale_self_overlap_stalls():
         vword(funct=F.SCALE, rows=1, blocks=5, acc_addr=30, acc_block_stride=0, state_addr=5),
     ]
     assert all(scale_stalls(fields(w)) > 0 for w in words)
+    run_and_check(cfg, st, words)
+
+
+def test_exp_self_overlap_stalls():
+    """EXP over rows that it reads again while their p is in flight: each element reads the latest row."""
+    rng = random.Random(10)
+    cfg = TINY
+    st = State(cfg)
+    rand_acc(rng, st, range(40), spread=4000)
+    rand_state(rng, st, range(10))
+    common = dict(kv_valid=0xFFFF, mult=46000, shift=12)
+    words = [
+        vword(funct=F.ROWMAX, rows=3, blocks=3, acc_addr=4, acc_block_stride=0, state_addr=0, **common),
+        vword(funct=F.EXP, rows=3, blocks=3, acc_addr=4, acc_block_stride=0, state_addr=0, **common),
+        vword(funct=F.EXP, rows=4, blocks=2, acc_addr=8, acc_block_stride=1, state_addr=3, **common),
+        vword(funct=F.EXP, rows=6, blocks=2, acc_addr=20, acc_block_stride=2, state_addr=1, causal=1,
+              causal_offset=1, **common),
+    ]
+    assert all(scale_stalls(fields(w)) > 0 for w in words[1:])
     run_and_check(cfg, st, words)
 
 
@@ -413,7 +430,7 @@ def test_online_softmax_two_tiles(cfg):
         s_tiles, v_tiles, kv_valid, mult, shift, out_mult, out_shift)
 
     st = State(cfg)
-    S, O, P, OUT, ST = 0, 100, 0, 50, 4     # acc rows of S and O, spad rows of P and the output
+    S, O, OUT, ST = 0, 100, 50, 4           # acc rows of S (then P) and O, spad rows of the output
     srows = range(ST, ST + rows)
     common = dict(rows=rows, state_addr=ST, mult=mult, shift=shift)
     times = []
@@ -426,13 +443,13 @@ def test_online_softmax_two_tiles(cfg):
         kvt = kv_valid - t * kb * dim
         words += [
             vword(funct=F.ROWMAX, blocks=kb, acc_addr=S, acc_block_stride=rows, kv_valid=kvt, **common),
-            vword(funct=F.EXP, blocks=kb, acc_addr=S, acc_block_stride=rows, kv_valid=kvt,
-                  spad_addr=P, spad_block_stride=rows, **common),
+            vword(funct=F.EXP, blocks=kb, acc_addr=S, acc_block_stride=rows, kv_valid=kvt, **common),
             vword(funct=F.SCALE, blocks=1, acc_addr=O, **common),
         ]
         times += simulate(cfg, st, words, state_rows=srows)[0]
-        # P@V as the matrix unit would do it (wrap32 accumulate into O).
-        p = np.concatenate([st.spad[P + b * rows:P + (b + 1) * rows] for b in range(kb)], axis=1)
+        # P@V as the matrix unit would do it (P read from the accumulator, wrap32 accumulate into O).
+        p = np.concatenate([st.acc[S + b * rows:S + (b + 1) * rows] for b in range(kb)], axis=1)
+        assert p.min() >= 0 and p.max() == P_SCALE
         st.acc[O:O + rows] = wrap32(st.acc[O:O + rows] + p @ v)
     words = [vword(funct=F.RECIP, rows=rows, blocks=1, state_addr=ST, mult=out_mult),
              vword(funct=F.OUTPUT, rows=rows, blocks=1, acc_addr=O, state_addr=ST, spad_addr=OUT,
@@ -453,7 +470,8 @@ def test_cycle_formula():
     """The documented formula, spelled out (docs/vector_unit.md); the simulations measure it."""
     c = vector_cycles
     # The model's numbers are the pipeline's stages and divider (one formula, in sw/perfmodel.py).
-    assert (OUT_STAGE, STATE_STAGE) == (VECTOR_OUT_WRITE, VECTOR_STATE_WRITE) == (4, 9)
+    assert (OUT_STAGE, EXP_WR_STAGE, STATE_STAGE) == (VECTOR_OUT_WRITE, VECTOR_EXP_WRITE, VECTOR_STATE_WRITE) \
+        == (4, 8, 9)
     assert VectorUnit(TINY).div_cycles == RECIP_ROW_CYCLES == 24
     assert c(F.ROWMAX, 16, 4) == 16 * 4 + 9
     assert c(F.EXP, 16, 4) == 16 * 4 + 9
@@ -478,7 +496,7 @@ def test_random_sequence_vs_golden():
         f = rand_instr(rng, cfg, fn, max_rows=5, max_blocks=3)
         f["acc_addr"] = rng.randrange(0, 16)
         f["state_addr"] = rng.randrange(0, 8)
-        if fn == F.SCALE and rng.random() < 0.3:
+        if fn in (F.SCALE, F.EXP) and rng.random() < 0.3:
             f["acc_block_stride"] = rng.randrange(0, 3)
         words.append(vword(**f))
     run_and_check(cfg, st, words)
@@ -500,7 +518,7 @@ def test_state_rows_not_a_power_of_two():
         vword(funct=F.ROWMAX, rows=3, blocks=2, acc_addr=10, acc_block_stride=3, state_addr=34,
               kv_valid=8, mult=50000, shift=13),
         vword(funct=F.EXP, rows=3, blocks=2, acc_addr=10, acc_block_stride=3, state_addr=34,
-              kv_valid=8, mult=50000, shift=13, spad_addr=20, spad_block_stride=3),
+              kv_valid=8, mult=50000, shift=13),
         vword(funct=F.RECIP, rows=1, blocks=1, state_addr=36, mult=1),
     ]
     run_and_check(cfg, st, words)
