@@ -18,6 +18,7 @@ from flashnpu.sw.asm import encode_word
 from flashnpu.sw.config import load_config
 from flashnpu.sw.golden import GoldenNPU, NpuError
 from flashnpu.sw.isa import INSTR_BYTES, ErrorCode, Mem, Opcode, Queue
+from flashnpu.sw.numerics import P_SCALE
 from flashnpu.sw.regmap import (COUNTERS, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG, STATUS_BUSY,
                                 STATUS_CODE_SHIFT, STATUS_DONE, STATUS_ERROR)
 
@@ -259,7 +260,8 @@ def test_deadlock_is_reported_not_hung():
 
 
 def test_attention_style_program_against_golden():
-    """MATMUL, then the vector unit (INIT, ROWMAX, EXP, REQUANT) writing the scratchpad, then STOREs."""
+    """MATMUL S = A W; INIT, ROWMAX, EXP (P over S in the accumulator); STORE P; P@W from the
+    accumulator (a_mem = ACC) into O; REQUANT O to the scratchpad; STORE."""
     from flashnpu.sw.isa import VectorFunct as F
     from flashnpu.sw.tokens import check_tokens
     m, k, n = 4, 8, 8
@@ -275,17 +277,19 @@ def test_attention_style_program_against_golden():
     mm = gemm[2] & ~(0xF << 8) | (V << 8)                 # MATMUL signals VECTOR instead of STORE
     assert mm != gemm[2]
     rows = dict(rows=m, blocks=n // d, acc_addr=0, acc_block_stride=m)
-    P, Q = 200, 300
+    O, Q = 64, 300
     words = gemm[:2] + [
         mm,
         encode_word(Opcode.VECTOR, funct=F.INIT, rows=m, blocks=1),
         encode_word(Opcode.VECTOR, wait=MX, funct=F.ROWMAX, **rows, kv_valid=n - 1, mult=23637, shift=16),
-        encode_word(Opcode.VECTOR, signal=S, funct=F.EXP, **rows, kv_valid=n - 1, mult=23637, shift=16,
-                    spad_addr=P, spad_block_stride=m),
-        encode_word(Opcode.STORE, wait=V, mem=Mem.SPAD, dram_addr=C_ADDR, dram_stride=n, rows=m,
-                    chunks=n // d, sram_addr=P, sram_chunk_stride=m),
-        encode_word(Opcode.VECTOR, signal=S, funct=F.REQUANT, **rows, mult=3, shift=9,
-                    spad_addr=Q, spad_block_stride=m),
+        encode_word(Opcode.VECTOR, signal=S | MX, funct=F.EXP, **rows, kv_valid=n - 1, mult=23637, shift=16),
+        encode_word(Opcode.STORE, wait=V, mem=Mem.ACC, dram_addr=C_ADDR, dram_stride=4 * n, rows=m,
+                    chunks=n // d, sram_addr=0, sram_chunk_stride=m),
+        encode_word(Opcode.MATMUL, wait=V, signal=V, a_mem=Mem.ACC, m_rows=m, k_chunks=n // d, n_blocks=n // d,
+                    a_addr=0, a_kstride=m, w_addr=(k // d) * m, w_kstride=d, w_nstride=k,
+                    out_addr=O, out_nstride=m),
+        encode_word(Opcode.VECTOR, wait=MX, signal=S, funct=F.REQUANT, rows=m, blocks=n // d, acc_addr=O,
+                    acc_block_stride=m, mult=3, shift=14, spad_addr=Q, spad_block_stride=m),
         encode_word(Opcode.STORE, wait=V, mem=Mem.SPAD, dram_addr=C_ADDR + 0x100, dram_stride=n, rows=m,
                     chunks=n // d, sram_addr=Q, sram_chunk_stride=m),
         encode_word(Opcode.HALT),
@@ -306,5 +310,8 @@ def test_attention_style_program_against_golden():
     got = dram_image(bench.slave)
     assert (gold.dram[C_ADDR:C_ADDR + 0x100 + m * n] == got[C_ADDR:C_ADDR + 0x100 + m * n]).all()
     assert (gold.dram == got).all()
-    assert got[C_ADDR:C_ADDR + m * n].any()               # EXP wrote something non-zero
+    p = got[C_ADDR:C_ADDR + 4 * m * n].view("<i4")
+    assert p.max() == P_SCALE and p.min() == 0            # EXP wrote 11-bit p (the last column masked)
+    o = got[C_ADDR + 0x100:C_ADDR + 0x100 + m * n].view(np.int8)
+    assert np.abs(o.astype(int)).max() > 20               # P@V from the accumulator is not trivial
     assert out["vector_busy"] > 0
