@@ -2,7 +2,7 @@
 
 Run by ``tests/test_rtl_array.py`` through ``flashnpu.cosim.build.run_cocotb``.
 Input ``$FLASHNPU_RUN_DIR/array_in.npz``: ``w`` [T, dim, dim] (W of each tile,
-``W[k][n]``), ``transpose`` [T], ``a`` [sum(M), dim], ``m`` [T] (A rows per
+``W[k][n]``), ``transpose`` [T], ``a`` [sum(M), dim] (``A_WIDE_BITS``-bit signed lanes), ``m`` [T] (A rows per
 tile), ``expected`` [sum(M), dim] (int64 holding INT32). The driver follows the
 array's timing contract: tile *t*'s rows (or columns) load in cycles
 ``c0 .. c0+dim-1``, its A rows are presented in ``c0+1 .. c0+M``, and the next
@@ -19,6 +19,8 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+
+from flashnpu.sw.numerics import A_WIDE_BITS
 
 
 def _pack(lanes, bits):
@@ -56,7 +58,7 @@ async def stream_tiles(dut):
             lanes = w[t][:, i] if tr[t] else w[t][i]      # column i of W, or row i
             cyc[i][0], cyc[i][1] = _pack(lanes, 8), int(tr[t])
         for i in range(int(m[t])):
-            cyc[i + 1][2] = _pack(a[row + i], 8)
+            cyc[i + 1][2] = _pack(a[row + i], A_WIDE_BITS)
         row += int(m[t])
         if sched:
             # The next tile's c0 is this tile's c0 + span: merge the overlap cycle.

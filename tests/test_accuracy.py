@@ -10,17 +10,15 @@ small as the data allows. Inputs: real values drawn, quantized with
 ``q/k/v_scale = 4*sigma/127`` (clip at 4 sigma); the reference sees the
 dequantized integers, so input quantization is not part of the error.
 
-Where the bound holds (default config, seq <= 256, d = 32/64/128, causal or not,
-GQA/MQA, ragged lengths): near-uniform softmax rows (Gaussian, sigma <= 0.5, score
-spread <= 0.25) and near one-hot rows ("peaked"). Where it does NOT hold:
-Gaussian rows with sigma around 1..3 (score spread 1..9): many keys with
-probabilities a few percent of the row max. The cause is the 7-bit P operand
-(``numerics.quant_p``: P in 0..127 relative to the running row max): a key with
-``exp(s - max) ~ 0.05`` becomes p = 6 +- 0.5, a 8 % error, and over a row the
-errors add up to ~0.4 LSB rms before the output's own rounding.
-:func:`test_p_quantization_explains_the_error` shows that a
-float64 online softmax whose only approximation is that P rounding reproduces
-the golden model's error there; it is not a compiler or exp2 problem.
+Cases (default config): Gaussian inputs at sigma 0.25, 0.5, 1, 1.5, 2 and 3
+(score spread about 0.06 to 9: near-uniform rows to rows with many keys at a
+few percent of the max) and peaked (near one-hot) rows; head_dim 32, 64, 128;
+causal and not; GQA and MQA; ragged lengths (77, 200). The bound holds for
+all of them because P has 11 bits (``numerics.P_SCALE = 2047``), kept in the
+accumulator and read by P@V as a 12-bit operand: with a 7-bit P (127) the
+same programs miss it for sigma >= 1 (docs/numerics.md, "Why P has 11 bits";
+:func:`test_p_bits_decide_the_bound` shows it with a float64 model whose only
+approximation is the rounding of P).
 """
 
 import dataclasses
@@ -63,24 +61,26 @@ def _assert_bound(err):
     assert err.max() <= MAX_LSB, f"max error {err.max():.2f} LSB > {MAX_LSB}"
 
 
-SEEDS = (0, 1, 2)
+SEEDS = range(5)
+GAUSSIAN = [("gaussian", sigma) for sigma in (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)]
+DISTS = GAUSSIAN + [("peaked", 1.0)]
 CASES = []
 for d in (32, 64, 128):
     for causal in (False, True):
-        for dist, sigma in (("gaussian", 0.25), ("gaussian", 0.5), ("peaked", 1.0)):
-            if (d, causal, sigma) == (32, False, 0.5):
-                continue        # marginal: fails 1 seed in 6 (0.15 % > 1 LSB), see the P-quantization test
+        for dist, sigma in DISTS:
             CASES.append(((1, 2, 2, 256, 256, d, causal), dist, sigma))
 for causal in (False, True):
-    for dist, sigma in (("gaussian", 0.5), ("peaked", 1.0)):
-        CASES.append(((1, 4, 2, 128, 128, 64, causal), dist, sigma))       # GQA
-        CASES.append(((2, 4, 1, 96, 96, 64, causal), dist, sigma))         # MQA, batch 2
-        for sq, sk in ((77, 77), (200, 200), (77, 200), (200, 77)):        # ragged
+    for dist, sigma in DISTS:
+        CASES.append(((1, 4, 2, 128, 128, 64, causal), dist, sigma))           # GQA
+    for dist, sigma in (("gaussian", 0.5), ("gaussian", 1.5), ("peaked", 1.0)):
+        CASES.append(((2, 4, 1, 96, 96, 64, causal), dist, sigma))             # MQA, batch 2
+    for dist, sigma in (("gaussian", 0.5), ("gaussian", 1.5), ("gaussian", 3.0), ("peaked", 1.0)):
+        for sq, sk in ((77, 77), (200, 200), (77, 200), (200, 77)):            # ragged
             CASES.append(((1, 2, 1, sq, sk, 64, causal), dist, sigma))
 
 
 @pytest.mark.parametrize("shape,dist,sigma", CASES,
-                         ids=[f"b{s[0]}h{s[1]}kv{s[2]}-q{s[3]}k{s[4]}-d{s[5]}-{'causal' if s[6] else 'full'}-{d}{g}"
+                         ids=[f"b{s[0]}h{s[1]}kv{s[2]}-q{s[3]}k{s[4]}-d{s[5]}-{'causal' if s[6] else 'full'}-{d}{g:g}"
                               for s, d, g in CASES])
 def test_attention_within_bound(shape, dist, sigma):
     wl = _workload(*shape, dist, sigma)
@@ -97,8 +97,8 @@ def test_fully_masked_rows_output_zero():
     assert out[:, :, 123:].any()
 
 
-def _online_p_quant_model(wl, t, Bc):
-    """Float64 online softmax over key tiles of ``Bc`` whose only approximation is P = round(127 e)."""
+def _online_p_quant_model(wl, t, Bc, p_scale=P_SCALE):
+    """Float64 online softmax over key tiles of ``Bc`` whose only approximation is P = round(p_scale * e)."""
     g = wl.group
     q = t["Q"] * wl.q_scale
     k = np.repeat(t["K"] * wl.k_scale, g, axis=1)
@@ -112,36 +112,42 @@ def _online_p_quant_model(wl, t, Bc):
         sj = np.where(vis[:, k0:k0 + Bc], s[..., k0:k0 + Bc], -np.inf)
         m_new = np.maximum(m, sj.max(axis=-1, keepdims=True))
         alpha = np.where(np.isfinite(m), np.exp(m - np.where(np.isfinite(m_new), m_new, 0)), 1.0)
-        p = np.where(np.isfinite(sj), np.floor(P_SCALE * np.exp(sj - m_new) + 0.5), 0.0)
+        p = np.where(np.isfinite(sj), np.floor(p_scale * np.exp(sj - m_new) + 0.5), 0.0)
         O = alpha * O + np.einsum("bhik,bhkd->bhid", p, v[:, :, k0:k0 + Bc])
         L = alpha * L + p.sum(axis=-1, keepdims=True)
         m = m_new
     return O / np.where(L > 0, L, 1)
 
 
-@pytest.mark.parametrize("head_dim,causal,sigma", [(64, False, 1.0), (64, False, 2.0), (64, True, 1.5),
-                                                     (32, False, 0.5)])
-def test_p_quantization_explains_the_error(head_dim, causal, sigma):
-    """Gaussian scores with a spread of about 0.25..4: P's 7-bit rounding sets the error.
+def _model_errors(wl, t, ref, p_scale):
+    """|model - ref| in output LSB of the P-rounding model, output rounded to INT8 like the NPU's."""
+    from flashnpu.sw.compiler import attention_tiles
+    Bc = attention_tiles(wl, "default")[1]
+    model_q = np.clip(np.floor(_online_p_quant_model(wl, t, Bc, p_scale) / wl.out_scale + 0.5), -128, 127)
+    return model_q, np.abs(model_q * wl.out_scale - ref) / wl.out_scale
 
-    1. For sigma >= 1 the golden model misses the 1-LSB promise (a known limit, reported, not hidden).
-    2. A float64 online softmax with the same key tiles whose only approximation is ``quant_p``
-       (no exp2 table, no fixed-point exp argument, no Q15 rescale, exact reciprocal) has
-       the same error: its rounded output is within 1 LSB of the golden model's for 99.99 % of
-       the elements (2 LSB at most: the exp2 table can flip one p by 1, which moves a causal
-       row with few keys by more) and its rms error against float64 attention is within 5 %
-       of the golden model's (measured: equal to 3 digits).
+
+@pytest.mark.parametrize("head_dim,causal,sigma", [(64, False, 1.0), (32, False, 1.5), (64, True, 2.0),
+                                                     (128, False, 3.0)])
+def test_p_bits_decide_the_bound(head_dim, causal, sigma):
+    """Gaussian scores with a spread of about 1..9: the rounding of P decides the bound.
+
+    A float64 online softmax with the NPU's key tiles whose only approximation is
+    P = round(p_scale * exp(s - max)) (no exp2 table, no fixed-point exp argument,
+    no Q15 rescale, exact reciprocal), output rounded to INT8:
+
+    1. with a 7-bit P (p_scale = 127, an INT8 operand) it misses the promise;
+    2. with the NPU's P_SCALE = 2047 it meets it, and the golden model's rounded
+       output equals the model's for at least 98 % of the elements (never more
+       than 1 apart): the other fixed-point steps only flip some output roundings.
     """
     wl = _workload(1, 2, 2, 256, 256, head_dim, causal, "gaussian", sigma)
     err, wl, t, ref, out = _errors(wl, "gaussian", sigma, seed=11)
-    if sigma >= 1:
-        assert (err <= 1.0).mean() < FRAC_1LSB        # the known failure
-    from flashnpu.sw.compiler import attention_tiles
-    Bc = attention_tiles(wl, "default")[1]
-    model = _online_p_quant_model(wl, t, Bc)
-    model_q = np.clip(np.floor(model / wl.out_scale + 0.5), -128, 127)
+    _assert_bound(err)
+    _, err7 = _model_errors(wl, t, ref, 127)
+    assert (err7 <= 1.0).mean() < FRAC_1LSB or err7.max() > MAX_LSB, \
+        f"a 7-bit P would pass here: {(err7 <= 1).mean():.4%} within 1 LSB, max {err7.max():.2f}"
+    model_q, err11 = _model_errors(wl, t, ref, P_SCALE)
+    _assert_bound(err11)
     diff = np.abs(model_q - out)
-    assert (diff <= 1).mean() >= 0.9999 and diff.max() <= 2
-    rms_golden = np.sqrt((err ** 2).mean())
-    rms_model = np.sqrt((((model_q * wl.out_scale - ref) / wl.out_scale) ** 2).mean())
-    assert abs(rms_golden - rms_model) <= 0.05 * rms_model, (rms_golden, rms_model)
+    assert diff.max() <= 1 and (diff == 0).mean() >= 0.98, ((diff == 0).mean(), diff.max())

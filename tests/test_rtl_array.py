@@ -1,4 +1,4 @@
-"""The Verilated SystolicArray under cocotb: random INT8 tiles streamed back to back, bit-exact vs numpy."""
+"""The Verilated SystolicArray under cocotb: random tiles (INT8 W, INT8 or 12-bit A) back to back, bit-exact vs numpy."""
 
 import json
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 from flashnpu.cosim.build import build, run_cocotb
 from flashnpu.hw.systolic_array import SystolicArray
 from flashnpu.sw.config import load_config
-from flashnpu.sw.numerics import wrap32
+from flashnpu.sw.numerics import A_WIDE_BITS, wrap32
 
 pytestmark = pytest.mark.rtl
 
@@ -28,13 +28,16 @@ def _stimulus(dim, rows_per_tile, seed):
     w[0] = -128                        # extremes: the largest products
     transpose = rng.integers(0, 2, size=T)
     m = np.array(rows_per_tile)
+    a_min, a_max = -(1 << (A_WIDE_BITS - 1)), (1 << (A_WIDE_BITS - 1)) - 1
     a = rng.integers(-128, 128, size=(int(m.sum()), dim), dtype=np.int64)
-    a[0] = -128
+    wide = rng.random(a.shape[0]) < 0.5                    # rows of 12-bit A (P from the accumulator)
+    a[wide] = rng.integers(a_min, a_max + 1, size=(int(wide.sum()), dim))
+    a[0] = a_min
     expected, row = [], 0
     for t in range(T):
         expected.append(wrap32(a[row:row + m[t]] @ w[t]))
         row += m[t]
-    return dict(w=w.astype(np.int8), transpose=transpose, a=a.astype(np.int8), m=m,
+    return dict(w=w.astype(np.int8), transpose=transpose, a=a.astype(np.int16), m=m,
                 expected=np.concatenate(expected))
 
 
