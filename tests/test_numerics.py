@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from flashnpu.sw.numerics import (
-    EXP_ARG_MIN, EXP_FRAC, INT32_MAX, INT32_MIN, ONE_Q15, P_SCALE, RECIP_MULT_LIMIT, RECIP_SHIFT,
-    exp2_fixed, exp_arg, fold_scale, mul_q15, quant_p, recip_fixed, requant, round_shift, saturate, wrap32,
+    A_WIDE_BITS, EXP_ARG_MIN, EXP_FRAC, INT32_MAX, INT32_MIN, MAX_SEQ_K, ONE_Q15, P_BITS, P_SCALE,
+    RECIP_MULT_LIMIT, RECIP_SHIFT, exp2_fixed, exp_arg, fold_scale, mul_q15, quant_p, recip_fixed, requant,
+    round_shift, saturate, saturate_a, wrap32,
 )
 
 rng = random.Random(2024)
@@ -112,6 +113,29 @@ def test_quant_p_exact():
         assert quant_p(e) == half_up(Fraction(e * P_SCALE, ONE_Q15))
     assert quant_p(ONE_Q15) == P_SCALE
     assert quant_p(np.arange(ONE_Q15 + 1)).tolist() == [quant_p(e) for e in range(ONE_Q15 + 1)]
+
+
+def test_p_fits_the_wide_a_operand():
+    """P is 11 bits (0..2047); the 12-bit signed A operand holds every p, so saturate_a leaves it alone."""
+    p = quant_p(np.arange(ONE_Q15 + 1))
+    assert (P_SCALE, P_BITS, A_WIDE_BITS) == (2047, 11, 12)
+    assert p.min() == 0 and p.max() == P_SCALE < 1 << P_BITS
+    assert np.array_equal(saturate_a(p), p)
+    assert len(np.unique(p)) == P_SCALE + 1                    # every level is used
+
+
+def test_saturate_a():
+    xs = _int32s(200) + [-2049, -2048, -2047, 2046, 2047, 2048]
+    for x in xs:
+        assert saturate_a(x) == min(max(x, -2048), 2047)
+    assert saturate_a(np.array(xs)).tolist() == [saturate_a(x) for x in xs]
+
+
+def test_pv_sum_fits_int32_up_to_max_seq_k():
+    """The attention output accumulator: seq_k * max p * max |v| (+ 1/2 per SCALE) stays in INT32."""
+    assert MAX_SEQ_K * P_SCALE * 128 + MAX_SEQ_K <= INT32_MAX
+    assert (2 * MAX_SEQ_K) * P_SCALE * 128 > INT32_MAX         # the limit is not loose by 2x
+    assert MAX_SEQ_K * P_SCALE < 1 << 24                          # L, and the reciprocal's precision
 
 
 @pytest.mark.parametrize("fbits", [15, 16, 32, 47, 48])
