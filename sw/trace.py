@@ -42,7 +42,8 @@ def instruction_label(word: int, regions: dict | None = None) -> str:
     """A short name of an instruction: ``load``, ``matmul 128x4x4``, ``vector.exp``.
 
     With ``regions`` (``Program.onchip["regions"]``) the buffers it touches are
-    named: ``load K0``, ``matmul Q0.K0->S0``, ``vector.exp S0->P0``.
+    named: ``load K0``, ``matmul Q0.K0->S0``, ``vector.exp S0`` (p over the scores, in place),
+    ``matmul S0.V0->O0`` (A from the accumulator, ``a_mem = ACC``), ``vector.output O0->OUT``.
     """
     d = decode(int(word))
     op = d["opcode"]
@@ -52,13 +53,14 @@ def instruction_label(word: int, regions: dict | None = None) -> str:
         if regions is None or funct in (VectorFunct.INIT, VectorFunct.RECIP):
             return name
         acc = _region(regions, "acc", d["acc_addr"]) or "?"
-        if funct in (VectorFunct.EXP, VectorFunct.OUTPUT, VectorFunct.REQUANT):   # these write the scratchpad
+        if funct in (VectorFunct.OUTPUT, VectorFunct.REQUANT):   # these write the scratchpad
             return f"{name} {acc}->{_region(regions, 'spad', d['spad_addr']) or '?'}"
         return f"{name} {acc}"
     if op == Opcode.MATMUL:
         if regions is None:
             return f"matmul {d['m_rows']}x{d['k_chunks']}x{d['n_blocks']}"
-        a, w = (_region(regions, "spad", d[k]) or "?" for k in ("a_addr", "w_addr"))
+        a = _region(regions, "acc" if d["a_mem"] == Mem.ACC else "spad", d["a_addr"]) or "?"
+        w = _region(regions, "spad", d["w_addr"]) or "?"
         return f"matmul {a}.{w}->{_region(regions, 'acc', d['out_addr']) or '?'}"
     if op in (Opcode.LOAD, Opcode.STORE) and regions is not None:
         mem = "acc" if d["mem"] == Mem.ACC else "spad"
