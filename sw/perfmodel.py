@@ -458,6 +458,14 @@ class PerfResult:
     timeline: list        # (queue, pc, accept, done) per instruction, for traces
     counters: dict = field(default_factory=dict)   # the same numbers under sw/regmap.COUNTERS names
     dispatch_stall: int = 0
+    # The sequencer per pc, HALT included (sw/trace.py draws them; docs/performance.md):
+    fetched: list = field(default_factory=list)     # cycle the fetched word is offered to the check stage
+    checked: list = field(default_factory=list)     # cycle it enters the check stage
+    dispatched: list = field(default_factory=list)  # cycle it is written into its queue (HALT: leaves the stage)
+    head: list = field(default_factory=list)        # cycle it is at its queue's head (HALT: None)
+    tokens: list = field(default_factory=list)      # cycle its last token is visible, >= head (HALT: None)
+    producers: list = field(default_factory=list)   # the pcs whose tokens its ``wait`` pops
+    timing: "SequencerTiming" = None                # the control-path latencies the model used
 
 
 #: The queues named by each 4-bit wait/signal mask.
@@ -614,6 +622,8 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     H = [0] * n             # cycle each word enters the check stage
     take = [None] * n
     done = [None] * n
+    at_head = [None] * n    # cycle each instruction is at its queue's head
+    at_tokens = [None] * n  # cycle its last token is visible (>= its head cycle)
     R = [t.start_to_fetch + k for k in range(max_fetch)]   # fetch request cycles, known so far
     V = []                  # cycle each fetched word is offered to the sequencer
     fe = 0                  # next word to be written into its queue
@@ -721,6 +731,8 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
                             mark[w] = True
                     take[pc] = a
                     prev_take[q] = a
+                    at_head[pc] = head
+                    at_tokens[pc] = tok
                     stall[q] += tok - head
                     qc[q] = i + 1
                     if fe < kp and fe < n and room_pc[fe] == pc:
@@ -773,7 +785,9 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     stalls = {names[q]: stall[q] for q in range(4)}
     res = PerfResult(cycles=cycles, instructions=n, busy=busy, stall=stalls,
                      array_active=array_active, bytes_read=bytes_read,
-                     bytes_written=bytes_written, timeline=timeline, dispatch_stall=dispatch_stall)
+                     bytes_written=bytes_written, timeline=timeline, dispatch_stall=dispatch_stall,
+                     fetched=V[:n], checked=H, dispatched=D, head=at_head, tokens=at_tokens,
+                     producers=producers, timing=t)
     values = {
         "CYCLES": cycles, "MATRIX_BUSY": busy["matrix"], "ARRAY_ACTIVE": array_active,
         "VECTOR_BUSY": busy["vector"], "LOAD_BUSY": busy["load"], "STORE_BUSY": busy["store"],

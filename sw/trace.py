@@ -1,17 +1,30 @@
 """Chrome/Perfetto trace files of a program's execution, one track per unit.
 
-The trace is built from the performance model's timeline (``PerfResult.timeline``;
-the RTL has no per-instruction timestamps, only the totals of its counters,
-which go into the trace's metadata when given). Each instruction is a complete
-event (``"ph": "X"``) on its unit's track, from the cycle its unit took it to
-the cycle of its done. One cycle is shown as one microsecond, so the
+The trace is built from the performance model's ``PerfResult`` (the RTL has no
+per-instruction timestamps, only the totals of its counters, which go into the
+trace's metadata when given). One cycle is shown as one microsecond, so the
 Perfetto time axis reads in cycles. Open the file in ui.perfetto.dev or
 chrome://tracing.
+
+* Each instruction is a complete event (``"ph": "X"``) on its unit's track,
+  from the cycle its unit took it to the cycle of its done.
+* The ``sequencer`` track is the check/dispatch stage, cycle by cycle: a
+  slice per instruction from the cycle its word entered the check stage to
+  the cycle it was written into its queue (with a child slice
+  ``dispatch stalled: <queue> queue full`` for the cycles it waited for
+  room, which add up to ``DISPATCH_STALL``), ``wait for fetch`` where the
+  stage was empty, and HALT from its dispatch to done.
+* A ``<unit> wait`` track below a unit holds the cycles its queue's head
+  waited for dependency tokens (they add up to the unit's ``*_STALL``
+  counter), and a flow arrow (``"ph": "s"`` / ``"f"``) goes from each
+  instruction whose token was popped to the instruction that popped it.
 
 A unit can hold several instructions in flight (the DMA's outstanding bursts,
 the array's pipeline latency). Perfetto requires the slices of one track to
 nest, so an instruction that overlaps the previous one of its unit goes on a
 second lane of the same unit ("load #2"), sorted right below the first.
+Flow events sit half a cycle inside the slices they bind to (Perfetto binds
+a flow to the slice enclosing its timestamp).
 """
 
 from __future__ import annotations
@@ -93,6 +106,14 @@ def _duration(accept: int, done: int) -> int:
     return max(1, done - accept)
 
 
+def _slice(name, cat, tid, ts, dur, args):
+    return {"name": name, "cat": cat, "ph": "X", "pid": 1, "tid": tid, "ts": ts, "dur": dur, "args": args}
+
+
+def _meta(name, tid, args):
+    return {"name": name, "ph": "M", "pid": 1, "tid": tid, "ts": 0, "args": args}
+
+
 def trace_events(perf, words, *, title: str = "flashnpu", regions: dict | None = None,
                  rtl_counters: dict | None = None) -> dict:
     """The trace as a dict in the Chrome trace event format.
@@ -102,6 +123,14 @@ def trace_events(perf, words, *, title: str = "flashnpu", regions: dict | None =
     ``rtl_counters`` (the RTL's counters of the same program, if it ran) are
     added to the metadata.
     """
+    n = perf.instructions
+    labels = [instruction_label(words[pc], regions) for pc in range(n)]
+    unit_of = {pc: unit for unit, pc, _a, _d in perf.timeline}
+    waits = {unit: [] for unit in UNITS}      # per unit: pcs whose head waited for tokens
+    for pc in range(n - 1):
+        if perf.tokens[pc] > perf.head[pc]:
+            waits[unit_of[pc]].append(pc)
+
     # Timeline entries per unit in the order taken, so that lanes fill left to right.
     order = sorted(range(len(perf.timeline)),
                    key=lambda i: (UNITS.index(perf.timeline[i][0]), perf.timeline[i][2]))
@@ -112,24 +141,65 @@ def trace_events(perf, words, *, title: str = "flashnpu", regions: dict | None =
         n_lanes[unit] = max(n_lanes[unit], lane + 1)
     tid_of, meta, tid = {}, [], 0
     for unit in UNITS:
-        for lane in range(n_lanes[unit]):
+        tracks = [(lane, unit if lane == 0 else f"{unit} #{lane + 1}") for lane in range(n_lanes[unit])]
+        if waits[unit]:
+            tracks.append(("wait", f"{unit} wait"))
+        for lane, name in tracks:
             tid_of[(unit, lane)] = tid
-            name = unit if lane == 0 else f"{unit} #{lane + 1}"
-            meta.append({"name": "thread_name", "ph": "M", "pid": 1, "tid": tid, "args": {"name": name}})
-            meta.append({"name": "thread_sort_index", "ph": "M", "pid": 1, "tid": tid,
-                         "args": {"sort_index": tid}})
+            meta.append(_meta("thread_name", tid, {"name": name}))
+            meta.append(_meta("thread_sort_index", tid, {"sort_index": tid}))
             tid += 1
-    events = [{"name": "process_name", "ph": "M", "pid": 1, "args": {"name": title}}] + meta
+    events = [_meta("process_name", 0, {"name": title})] + meta
+
+    # Instructions on their units, from take to done.
+    exec_of = {}                               # pc -> (tid, ts, dur) of its slice
     for (unit, pc, accept, done), lane in zip(entries, lanes):
-        events.append({
-            "name": instruction_label(words[pc], regions), "cat": unit, "ph": "X", "pid": 1,
-            "tid": tid_of[(unit, lane)], "ts": accept, "dur": _duration(accept, done),
-            "args": {"pc": pc, "accept": accept, "done": done},
-        })
-    events.append({"name": "done", "ph": "i", "s": "g", "pid": 1, "tid": tid_of[("sequencer", 0)],
-                   "ts": perf.cycles})
-    other = {"time_unit": "1 us in the viewer = 1 NPU cycle", "source": "performance model timeline",
-             "model_cycles": perf.cycles, "model_busy": dict(perf.busy)}
+        dur = _duration(accept, done)
+        exec_of[pc] = (tid_of[(unit, lane)], accept, dur)
+        events.append(_slice(labels[pc], unit, tid_of[(unit, lane)], accept, dur,
+                             {"pc": pc, "accept": accept, "done": done}))
+
+    # The sequencer's check/dispatch stage: waiting for a word, checking and dispatching it.
+    seq = tid_of[("sequencer", 0)]
+    chk = perf.timing.check_to_dispatch
+    free = 0                                   # the cycle the stage is empty again
+    for pc in range(n):
+        checked, dispatched = perf.checked[pc], perf.dispatched[pc]
+        if checked > free:
+            events.append(_slice("wait for fetch", "fetch", seq, free, checked - free,
+                                 {"pc": pc, "fetched": perf.fetched[pc]}))
+        queue = unit_of[pc] if pc < n - 1 else "sequencer"
+        events.append(_slice(f"dispatch {labels[pc]}", "dispatch", seq, checked, dispatched - checked,
+                             {"pc": pc, "queue": queue, "fetched": perf.fetched[pc], "checked": checked,
+                              "dispatched": dispatched}))
+        if dispatched > checked + chk:
+            events.append(_slice(f"dispatch stalled: {queue} queue full", "dispatch", seq, checked + chk,
+                                 dispatched - checked - chk, {"pc": pc}))
+        free = dispatched
+
+    # Token waits of each queue's head, and a flow arrow from each token's producer to its consumer.
+    for unit in UNITS:
+        for pc in waits[unit]:
+            srcs = ", ".join(dict.fromkeys(unit_of[p] for p in perf.producers[pc]))
+            events.append(_slice(f"{labels[pc]}: wait for {srcs}", "wait", tid_of[(unit, "wait")],
+                                 perf.head[pc], perf.tokens[pc] - perf.head[pc],
+                                 {"pc": pc, "head": perf.head[pc], "tokens": perf.tokens[pc],
+                                  "producers": list(perf.producers[pc])}))
+    flow = 0
+    for pc in range(n - 1):
+        c_tid, c_ts, _ = exec_of[pc]
+        for p in perf.producers[pc]:
+            p_tid, p_ts, p_dur = exec_of[p]
+            flow += 1
+            events.append({"name": "token", "cat": "token", "ph": "s", "id": flow, "pid": 1, "tid": p_tid,
+                           "ts": p_ts + p_dur - 0.5, "args": {"from": p, "to": pc}})
+            events.append({"name": "token", "cat": "token", "ph": "f", "bp": "e", "id": flow, "pid": 1,
+                           "tid": c_tid, "ts": c_ts + 0.5, "args": {"from": p, "to": pc}})
+
+    events.append({"name": "done", "ph": "i", "s": "g", "pid": 1, "tid": seq, "ts": perf.cycles})
+    other = {"time_unit": "1 us in the viewer = 1 NPU cycle", "source": "performance model",
+             "model_cycles": perf.cycles, "model_busy": dict(perf.busy), "model_stall": dict(perf.stall),
+             "model_dispatch_stall": perf.dispatch_stall}
     if rtl_counters is not None:
         other["rtl_counters"] = dict(rtl_counters)
     return {"traceEvents": events, "displayTimeUnit": "ns", "otherData": other}
