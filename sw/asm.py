@@ -77,24 +77,36 @@ def used_mask(opcode: Opcode) -> int:
     return m
 
 
-_OPCODES = {int(op): op for op in Opcode}
 _OP_SLICE = next((off, (1 << w) - 1) for n, off, w, _ in _HEADER if n == "opcode")
+
+
+def _make_decoder(op: Opcode | None, fields):
+    """A function ``word -> {field: value}`` for the words of ``op`` (``None``: an unknown opcode,
+    decoded raw), generated from ``fields`` as one dict display of shifts and masks: the
+    performance model decodes every distinct word of a program, and a loop over the field
+    table costs twice as much."""
+    items = []
+    for name, off, width, signed in fields:
+        if name == "opcode" and op is not None:
+            items.append(f"{name!r}: op")
+            continue
+        v = f"(w >> {off}) & {(1 << width) - 1:#x}"
+        if signed:      # two's complement: flip the sign bit, then subtract its weight
+            v = f"(({v}) ^ {1 << (width - 1):#x}) - {1 << (width - 1):#x}"
+        items.append(f"{name!r}: {v}")
+    namespace = {"op": op}
+    exec(f"def decode(w):\n    return {{{', '.join(items)}}}\n", namespace)
+    return namespace["decode"]
+
+
+_DECODERS = {int(op): _make_decoder(op, instr_fields(op)) for op in Opcode}
+_DECODE_UNKNOWN = _make_decoder(None, _HEADER)
 
 
 def decode_word(word: int) -> dict:
     """Same result as ``isa.decode(word)``, by plain bit slicing (fast)."""
     word = int(word)
-    raw = (word >> _OP_SLICE[0]) & _OP_SLICE[1]
-    op = _OPCODES.get(raw)
-    fields = instr_fields(op) if op is not None else _HEADER
-    out = {}
-    for name, off, width, signed in fields:
-        v = (word >> off) & ((1 << width) - 1)
-        if signed and v >> (width - 1):
-            v -= 1 << width
-        out[name] = v
-    out["opcode"] = op if op is not None else raw
-    return out
+    return _DECODERS.get((word >> _OP_SLICE[0]) & _OP_SLICE[1], _DECODE_UNKNOWN)(word)
 
 
 def encode_word(opcode: Opcode, wait: int = 0, signal: int = 0, **body) -> int:

@@ -64,6 +64,10 @@ COUNTS = {
 _ACC_FUNCTS = frozenset(VectorFunct) - {VectorFunct.INIT, VectorFunct.RECIP}
 _SPAD_FUNCTS = frozenset({VectorFunct.OUTPUT, VectorFunct.REQUANT})
 _FUNCTS = {int(f): f for f in VectorFunct}
+# Enum members as module constants for check_fields' comparisons: an attribute of an Enum class
+# costs about 50 ns to read, and the performance model checks every distinct word of a program.
+_HALT, _MATMUL, _VECTOR, _DMA_OPS = Opcode.HALT, Opcode.MATMUL, Opcode.VECTOR, (Opcode.LOAD, Opcode.STORE)
+_SPAD, _ACC, _RECIP, _NONE = Mem.SPAD, Mem.ACC, VectorFunct.RECIP, ErrorCode.NONE
 
 
 def check_fields(f: dict, config: NPUConfig) -> tuple[ErrorCode, str]:
@@ -72,39 +76,39 @@ def check_fields(f: dict, config: NPUConfig) -> tuple[ErrorCode, str]:
     if not isinstance(op, Opcode):
         return ErrorCode.ILLEGAL_OPCODE, f"opcode {op:#x} is not an Opcode"
     wait, signal = f["wait"], f["signal"]
-    if op == Opcode.HALT:
+    if op == _HALT:
         if wait or signal:
             return ErrorCode.BAD_TOKEN_MASK, f"HALT has wait={wait:#x} signal={signal:#x}"
-        return ErrorCode.NONE, ""
+        return _NONE, ""
     q = OPCODE_QUEUE[op]
     if (wait | signal) >> q & 1:
         return ErrorCode.BAD_TOKEN_MASK, f"wait={wait:#x}/signal={signal:#x} names its own queue {q.name}"
     funct = None
-    if op == Opcode.VECTOR:
+    if op == _VECTOR:
         funct = _FUNCTS.get(f["funct"])
         if funct is None:
             return ErrorCode.ILLEGAL_FUNCT, f"funct {f['funct']} is not a VectorFunct"
     for name in COUNTS[op]:
         if f[name] == 0:
             return ErrorCode.BAD_FIELD, f"field '{name}' = 0: must be >= 1"
-    if funct == VectorFunct.RECIP and f["mult"] >= RECIP_MULT_LIMIT:
+    if funct == _RECIP and f["mult"] >= RECIP_MULT_LIMIT:
         return ErrorCode.BAD_FIELD, f"RECIP field 'mult' = {f['mult']}: must be < {RECIP_MULT_LIMIT}"
     dim = config.dim
-    if op in (Opcode.LOAD, Opcode.STORE):
+    if op in _DMA_OPS:
         beat = config.dma_beat_bytes
         for name in ("dram_addr", "dram_stride"):
             if f[name] % beat:
                 return ErrorCode.DMA_MISALIGNED, f"field '{name}' = {f[name]:#x}: not a multiple of the {beat}-byte beat"
         last = f["sram_addr"] + (f["chunks"] - 1) * f["sram_chunk_stride"] + f["rows"] - 1
-        if f["mem"] == Mem.SPAD and last >= config.spad_rows:
+        if f["mem"] == _SPAD and last >= config.spad_rows:
             return ErrorCode.SPAD_RANGE, f"last row {last} >= spad_rows {config.spad_rows}"
-        if f["mem"] == Mem.ACC and last >= config.acc_rows:
+        if f["mem"] == _ACC and last >= config.acc_rows:
             return ErrorCode.ACC_RANGE, f"last row {last} >= acc_rows {config.acc_rows}"
-    elif op == Opcode.MATMUL:
+    elif op == _MATMUL:
         a_last = f["a_addr"] + (f["k_chunks"] - 1) * f["a_kstride"] + f["m_rows"] - 1
-        if f["a_mem"] == Mem.SPAD and a_last >= config.spad_rows:
+        if f["a_mem"] == _SPAD and a_last >= config.spad_rows:
             return ErrorCode.SPAD_RANGE, f"A last row {a_last} >= spad_rows {config.spad_rows}"
-        if f["a_mem"] == Mem.ACC and a_last >= config.acc_rows:
+        if f["a_mem"] == _ACC and a_last >= config.acc_rows:
             return ErrorCode.ACC_RANGE, f"A last row {a_last} >= acc_rows {config.acc_rows}"
         w_last = (f["w_addr"] + (f["k_chunks"] - 1) * f["w_kstride"]
                   + (f["n_blocks"] - 1) * f["w_nstride"] + dim - 1)
@@ -113,7 +117,7 @@ def check_fields(f: dict, config: NPUConfig) -> tuple[ErrorCode, str]:
         o_last = f["out_addr"] + (f["n_blocks"] - 1) * f["out_nstride"] + f["m_rows"] - 1
         if o_last >= config.acc_rows:
             return ErrorCode.ACC_RANGE, f"out last row {o_last} >= acc_rows {config.acc_rows}"
-    elif op == Opcode.VECTOR:
+    elif op == _VECTOR:
         s_last = f["state_addr"] + f["rows"] - 1
         if s_last >= config.vector_state_rows:
             return ErrorCode.STATE_RANGE, f"state last row {s_last} >= vector_state_rows {config.vector_state_rows}"
@@ -125,7 +129,7 @@ def check_fields(f: dict, config: NPUConfig) -> tuple[ErrorCode, str]:
             p_last = f["spad_addr"] + (f["blocks"] - 1) * f["spad_block_stride"] + f["rows"] - 1
             if p_last >= config.spad_rows:
                 return ErrorCode.SPAD_RANGE, f"spad last row {p_last} >= spad_rows {config.spad_rows}"
-    return ErrorCode.NONE, ""
+    return _NONE, ""
 
 
 def check(word: int, config: NPUConfig) -> ErrorCode:

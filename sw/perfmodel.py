@@ -38,18 +38,18 @@ __all__ = ["plan_bursts", "burst_beats", "fetch_beats", "LoadModel", "StoreModel
 
 
 # ----------------------------------------------------------------------- DMA
-def _segments(config: NPUConfig, f: dict):
-    """(first byte address, beats) of each DRAM segment of a LOAD/STORE.
+def _segments(config: NPUConfig, f: dict) -> tuple[int, int, int, int]:
+    """The DRAM segments of a LOAD/STORE: ``(addr, stride, count, beats)``, ``count`` segments of
+    ``beats`` beats, the first at byte ``addr``, each ``stride`` bytes after the previous.
 
     Contiguous rows (``dram_stride == chunks * row_bytes``) form one segment,
     otherwise each DRAM row is one.
     """
-    rb = config.spad_row_bytes if f["mem"] == Mem.SPAD else config.acc_row_bytes
-    row_bytes = f["chunks"] * rb
+    row_bytes = f["chunks"] * (config.spad_row_bytes if f["mem"] == _SPAD else config.acc_row_bytes)
     beat = config.dma_beat_bytes
     if f["dram_stride"] == row_bytes:
-        return [(f["dram_addr"], f["rows"] * row_bytes // beat)]
-    return [(f["dram_addr"] + r * f["dram_stride"], row_bytes // beat) for r in range(f["rows"])]
+        return f["dram_addr"], 0, 1, f["rows"] * row_bytes // beat
+    return f["dram_addr"], f["dram_stride"], f["rows"], row_bytes // beat
 
 
 def _cut(config: NPUConfig, addr: int, left: int) -> list[tuple[int, int]]:
@@ -75,26 +75,25 @@ def plan_bursts(config: NPUConfig, f: dict) -> list[tuple[int, int]]:
     otherwise each DRAM row is one; a burst never exceeds ``dma_burst_len``
     beats nor crosses 4 KiB.
     """
-    return [b for addr, beats in _segments(config, f) for b in _cut(config, addr, beats)]
+    addr, stride, count, beats = _segments(config, f)
+    return [b for r in range(count) for b in _cut(config, addr + r * stride, beats)]
 
 
 def burst_beats(config: NPUConfig, f: dict) -> tuple[int, ...]:
     """The beats of each burst of :func:`plan_bursts`, without the addresses (faster: rows that
     start at the same offset in their 4 KiB page are cut alike)."""
-    segs = _segments(config, f)
-    addr, beats = segs[0]
+    addr, stride, count, beats = _segments(config, f)
     row_bytes = beats * config.dma_beat_bytes
-    if len(segs) > 1 and 4096 % row_bytes == 0 and addr % row_bytes == 0 \
-            and f["dram_stride"] % row_bytes == 0:
+    if count > 1 and 4096 % row_bytes == 0 and addr % row_bytes == 0 and stride % row_bytes == 0:
         # Every row starts on a multiple of its size, which divides the page: all are cut alike.
-        return tuple(n for _, n in _cut(config, addr, beats)) * len(segs)
+        return tuple(n for _, n in _cut(config, addr, beats)) * count
     memo = {}
     out = []
-    for addr, beats in segs:
-        key = addr % 4096
-        lens = memo.get(key)
+    for r in range(count):
+        a = addr + r * stride
+        lens = memo.get(a % 4096)
         if lens is None:
-            lens = memo[key] = [n for _, n in _cut(config, addr, beats)]
+            lens = memo[a % 4096] = [n for _, n in _cut(config, a, beats)]
         out += lens
     return tuple(out)
 
@@ -159,7 +158,10 @@ class LoadModel:
         ``run_end[i]`` (from :func:`equal_runs`, computed if not given) is the end of the run
         of equal bursts that holds burst ``i``.
         """
-        self.bursts, self.next, self.cand = bursts, 0, accept + 2
+        # Its first burst can be decided in accept + 2, once a read slot is free (knowing the slot
+        # here spares :func:`predict` a call to ``run`` that could place nothing before a fetch).
+        slot = self.free[len(self.free) - self.n_slots] + 1
+        self.bursts, self.next, self.cand = bursts, 0, accept + 2 if accept + 2 > slot else slot
         self.run_end = equal_runs(bursts) if run_end is None else run_end
 
     def fetch(self, cycle: int, beats: int) -> int:
@@ -170,6 +172,8 @@ class LoadModel:
         self.r_free = s + beats
         self.last_fetch = cycle
         self.fetch_count = self.count
+        if self.cand == cycle:
+            self.cand = cycle + 1               # the next burst cannot be decided in this cycle
         return s
 
     def run(self, limit: int) -> int | None:
@@ -179,19 +183,20 @@ class LoadModel:
         n = len(bursts)
         g = len(free) - n_slots               # free[g] is the slot of the burst n_slots back
         placed = i
+        last_fetch, run_end, h = self.last_fetch, self.run_end, 2 * n_slots
+        # The burst index from which a closed form is tried (``retry`` counts the bursts of all LOADs).
+        try_at = self.retry - self.count + placed if self.closed_form else n
         while i < n:
             f = free[g] + 1                    # wait for its read slot
             if a < f:
                 a = f
-            if a == self.last_fetch:          # the fetch request took the AR register in this cycle
+            if a == last_fetch:                # the fetch request took the AR register in this cycle
                 a += 1
             if a >= limit:
                 break
-            beats = bursts[i]
-            left = self.run_end[i] - i         # bursts of ``beats`` from here on
-            if left > 2 * n_slots and r_free + 1 == free[-1] and self.closed_form \
-                    and self.count + i - placed >= self.retry:
-                k = self._jump(i, a, f, beats, left, limit, r_free, lat2, self.count + i - placed)
+            # A closed form needs more than 2*n_slots equal bursts left and R busy up to the last one.
+            if i >= try_at and run_end[i] - i > h and r_free + 1 == free[-1]:
+                k = self._jump(i, a, f, bursts[i], run_end[i] - i, limit, r_free, lat2, self.count + i - placed)
                 if k:
                     free, dec = self.free, self.dec
                     g = len(free) - n_slots
@@ -199,22 +204,24 @@ class LoadModel:
                     a = dec[-1] + 1
                     i += k
                     continue
-                self.retry = self.count + i - placed + n_slots    # not yet: look again later
+                try_at = i + n_slots           # not yet: look again later
             s = a + lat2
             if s < r_free:
                 s = r_free                     # the R channel is still sending earlier bursts
-            r_free = s + beats
+            r_free = s + bursts[i]
             free.append(r_free + 1)
             dec.append(a)
             g += 1
             a += 1
             i += 1
+        if self.closed_form:
+            self.retry = try_at + self.count - placed
         if i > placed:
             self.ready = a                     # the planner is free the cycle after its last burst
             self.count += i - placed
         if len(free) > 4096:
-            free = self.free = free[-2 * n_slots:]
-            self.dec = dec[-2 * n_slots:]
+            free = self.free = free[-h:]
+            self.dec = dec[-h:]
         self.next, self.cand, self.r_free = i, a, r_free
         if i < n:
             return None
@@ -231,32 +238,44 @@ class LoadModel:
         bind and R runs back to back (``P = n_slots * beats``, found after
         ``n_slots`` bursts), and any periodic state (found after ``2 * n_slots``,
         if no fetch came between the last ``n_slots`` bursts: they are the template).
+        Of the bursts jumped over, only the last ``2 * n_slots`` are appended to ``free`` and ``dec``
+        (nothing reads further back).
         """
         free, dec, n_slots = self.free, self.dec, self.n_slots
         h = 2 * n_slots
         top = r_free + 1
         if a == f and (n_slots - 1) * beats >= lat2 + 2 and \
-                all(free[j - n_slots] == top - (n_slots - 1 - j) * beats for j in range(n_slots)):
+                free[-n_slots:] == list(range(top - (n_slots - 1) * beats, top + 1, beats)):
             # Slot-bound and back to back on R: burst i + m is decided in a + m*beats and its
             # first beat follows the previous burst's last.
-            k = min(left, (limit - a - 1) // beats + 1)
-            ms = range(max(0, k - h), k)
-            self.free = (free[-h:] + [top + (m + 1) * beats for m in ms])[-h:]
-            self.dec = (dec[-h:] + [a + m * beats for m in ms])[-h:]
+            k = (limit - a - 1) // beats + 1
+            if k > left:
+                k = left
+            m0 = k - h if k > h else 0         # (only the last h bursts are kept)
+            free.extend(range(top + (m0 + 1) * beats, top + (k + 1) * beats, beats))
+            dec.extend(range(a + m0 * beats, a + k * beats, beats))
             return k
         if i < h or self.run_end[i - h] != self.run_end[i] or len(free) < h or top != free[-1] \
                 or self.fetch_count > count - n_slots - 1:
             return 0
         period = dec[-1] - dec[-1 - n_slots]
-        if a != dec[-n_slots] + period or \
-                any(free[-j] - free[-j - n_slots] != period for j in range(1, n_slots + 1)):
+        if a != dec[-n_slots] + period:
             return 0
+        for j in range(-n_slots, 0):
+            if free[j] - free[j - n_slots] != period:
+                return 0
         # Periodic: burst i + p*n_slots + j is decided in dec0[j] + (p + 1)*period.
         dec0, free0 = dec[-n_slots:], free[-n_slots:]
-        k = min(left, sum(max(0, (limit - 1 - d) // period) for d in dec0))
-        ms = range(max(0, k - h), k)
-        self.dec = (dec[-h:] + [dec0[m % n_slots] + (m // n_slots + 1) * period for m in ms])[-h:]
-        self.free = (free[-h:] + [free0[m % n_slots] + (m // n_slots + 1) * period for m in ms])[-h:]
+        k = 0
+        for d in dec0:
+            if limit - 1 - d >= period:
+                k += (limit - 1 - d) // period
+        if k > left:
+            k = left
+        for m in range(k - h if k > h else 0, k):
+            p, j = divmod(m, n_slots)
+            dec.append(dec0[j] + (p + 1) * period)
+            free.append(free0[j] + (p + 1) * period)
         return k
 
     def issue(self, offered: int, f: dict) -> tuple[int, int]:
@@ -353,20 +372,38 @@ RECIP_START = 2
 RECIP_ROW_CYCLES = 24
 
 
+_VECTOR_FUNCTS = {int(f): f for f in VectorFunct}
+# Enum members as module constants where they are compared per word: reading an attribute of an
+# Enum class costs about 50 ns, and the model handles every distinct word of a program.
+_INIT, _RECIP, _STATE_WRITERS = VectorFunct.INIT, VectorFunct.RECIP, (VectorFunct.ROWMAX, VectorFunct.EXP)
+
+
+def _vector_funct(funct) -> VectorFunct:
+    """``VectorFunct(funct)`` (and its error), without the enum call for plain values (faster)."""
+    try:
+        return _VECTOR_FUNCTS[funct]
+    except (KeyError, TypeError):
+        return VectorFunct(funct)
+
+
 def vector_cycles(funct, rows: int, blocks: int, *, recip_row_cycles: int = RECIP_ROW_CYCLES) -> int:
     """Cycles from taking a VECTOR instruction to its ``done`` (docs/vector_unit.md, "Cycle model").
 
     A SCALE (EXP) whose rows overlap within ``VECTOR_OUT_WRITE``
     (``VECTOR_EXP_WRITE``) elements takes :func:`scale_stall_cycles` more.
     """
-    funct = VectorFunct(funct)
-    if funct == VectorFunct.INIT:
+    funct = _vector_funct(funct)
+    if funct == _INIT:
         return rows
-    if funct == VectorFunct.RECIP:
+    if funct == _RECIP:
         return RECIP_START + rows * recip_row_cycles
-    if funct in (VectorFunct.ROWMAX, VectorFunct.EXP):
+    if funct in _STATE_WRITERS:
         return rows * blocks + VECTOR_STATE_WRITE
     return rows * blocks + VECTOR_OUT_WRITE
+
+
+#: The functs that read accumulator rows they write, and the cycles from issue to that write.
+_OVERLAP_WRITE = {VectorFunct.SCALE: VECTOR_OUT_WRITE, VectorFunct.EXP: VECTOR_EXP_WRITE}
 
 
 def scale_stall_cycles(rows: int, blocks: int, acc_addr: int, acc_block_stride: int,
@@ -379,7 +416,7 @@ def scale_stall_cycles(rows: int, blocks: int, acc_addr: int, acc_block_stride: 
     scores). Elements go row outer, block inner. Blocks that cannot overlap
     (``acc_block_stride >= rows``) and the other functs cost nothing.
     """
-    write = {VectorFunct.SCALE: VECTOR_OUT_WRITE, VectorFunct.EXP: VECTOR_EXP_WRITE}.get(VectorFunct(funct))
+    write = _OVERLAP_WRITE.get(_vector_funct(funct))
     if write is None or acc_block_stride >= rows:
         return 0
     t, last_issue, lost = 0, {}, 0
@@ -471,67 +508,48 @@ class PerfResult:
 #: The queues named by each 4-bit wait/signal mask.
 _MASK_QUEUES = tuple(tuple(q for q in range(4) if mask >> q & 1) for mask in range(16))
 
-
-class _Instr:
-    """What the model needs of one instruction word, computed once per distinct word."""
-    __slots__ = ("queue", "waits", "signals", "bursts", "runs", "tiles", "latency", "active", "cycles",
-                 "nbytes", "f")
-
-    def __init__(self, cfg: NPUConfig, word: int, plans: dict, units):
-        f = decode_word(word)
-        code, reason = check_fields(f, cfg)
-        if code != ErrorCode.NONE:
-            # The NPU would stop with this error; the model times legal programs only.
-            raise ValueError(f"illegal instruction {word:#x}: {code.name}: {reason}")
-        op = f["opcode"]
-        self.f = f
-        self.queue = OPCODE_QUEUE[op] if op != Opcode.HALT else -1
-        self.waits = _MASK_QUEUES[f["wait"]]
-        self.signals = _MASK_QUEUES[f["signal"]]
-        self.bursts = self.runs = self.tiles = self.latency = self.active = self.cycles = None
-        self.nbytes = 0
-        if op in (Opcode.LOAD, Opcode.STORE):
-            # The bursts depend on the address only through its offset in the 4 KiB page.
-            key = (f["mem"], f["dram_addr"] % 4096, f["dram_stride"], f["rows"], f["chunks"])
-            plan = plans.get(key)
-            if plan is None:
-                bursts = burst_beats(cfg, f)
-                plan = plans[key] = (bursts, equal_runs(bursts))
-            self.bursts, self.runs = plan
-            rb = cfg.spad_row_bytes if f["mem"] == Mem.SPAD else cfg.acc_row_bytes
-            self.nbytes = f["rows"] * f["chunks"] * rb
-        elif op == Opcode.MATMUL:
-            mm = units[0]
-            self.tiles = mm.tile_cycles(f)
-            self.latency = mm.latency(f)
-            self.active = f["n_blocks"] * f["k_chunks"] * f["m_rows"]
-        elif op == Opcode.VECTOR:
-            self.cycles = units[1].busy_cycles(f)
+#: ``_word_info`` of HALT.
+_HALT_INFO = (-1, (), (), None, 0)
+# (Enum members as module constants: see _INIT.)
+_HALT, _LOAD_OP, _MATMUL_OP, _VECTOR_OP = Opcode.HALT, Opcode.LOAD, Opcode.MATMUL, Opcode.VECTOR
+_LOAD_Q, _STORE_Q, _MATRIX_Q, _VECTOR_Q = Queue.LOAD, Queue.STORE, Queue.MATRIX, Queue.VECTOR
+_SPAD, _NONE = Mem.SPAD, ErrorCode.NONE
+#: The units' names in ``PerfResult``, by queue.
+_UNIT_NAMES = tuple(q.name.lower() for q in Queue)
 
 
-def _producers(info) -> list[tuple[int, ...]]:
-    """For each instruction, the instructions whose tokens its ``wait`` pops (the k-th pop takes the k-th push)."""
-    pushes = [[[] for _ in range(4)] for _ in range(4)]      # [src][dst] -> pushing pcs, in order
-    pops = [[0] * 4 for _ in range(4)]
-    out = []
-    for pc, ins in enumerate(info):
-        q = ins.queue
-        if q == -1:
-            out.append(())
-            break
-        prod = ()
-        for src in ins.waits:
-            k = pops[src][q]
-            lst = pushes[src][q]
-            if k >= len(lst):
-                raise ValueError(f"pc {pc}: waits on a {Queue(src).name} token that no earlier "
-                                 "instruction signals (TOKEN_UNDERFLOW)")
-            pops[src][q] = k + 1
-            prod += (lst[k],)
-        for dst in ins.signals:
-            pushes[q][dst].append(pc)
-        out.append(prod)
-    return out
+def _word_info(cfg: NPUConfig, word: int, plans: dict, units) -> tuple:
+    """What the model needs of one instruction word: ``(queue, waits, signals, work, amount)``.
+
+    ``queue`` is -1 for HALT; ``waits``/``signals`` the queues of its masks; ``work`` what its unit's
+    timing needs (LOAD: the beats of its bursts and their runs, STORE: the beats, MATMUL: (tile
+    cycles, latency), VECTOR: its cycles); ``amount`` the bytes of a LOAD/STORE, the A rows of a MATMUL.
+    """
+    f = decode_word(word)
+    code, reason = check_fields(f, cfg)
+    if code != _NONE:
+        # The NPU would stop with this error; the model times legal programs only.
+        raise ValueError(f"illegal instruction {word:#x}: {code.name}: {reason}")
+    op = f["opcode"]
+    if op == _HALT:
+        return _HALT_INFO
+    waits, signals = _MASK_QUEUES[f["wait"]], _MASK_QUEUES[f["signal"]]
+    if op == _VECTOR_OP:
+        return _VECTOR_Q, waits, signals, units[1].busy_cycles(f), 0
+    if op == _MATMUL_OP:
+        mm = units[0]
+        return (_MATRIX_Q, waits, signals, (mm.tile_cycles(f), mm.latency(f)),
+                f["n_blocks"] * f["k_chunks"] * f["m_rows"])
+    # The bursts depend on the address only through its offset in the 4 KiB page.
+    key = (f["mem"], f["dram_addr"] % 4096, f["dram_stride"], f["rows"], f["chunks"])
+    plan = plans.get(key)
+    if plan is None:
+        bursts = burst_beats(cfg, f)
+        plan = plans[key] = (bursts, equal_runs(bursts))
+    nbytes = f["rows"] * f["chunks"] * (cfg.spad_row_bytes if f["mem"] == _SPAD else cfg.acc_row_bytes)
+    if op == _LOAD_OP:
+        return _LOAD_Q, waits, signals, plan, nbytes
+    return _STORE_Q, waits, signals, plan[0], nbytes
 
 
 def _busy_union(spans) -> int:
@@ -552,8 +570,8 @@ def _busy_union(spans) -> int:
 _INFO_CACHE: dict = {}
 
 
-def _program_info(cfg: NPUConfig, words):
-    """The :class:`_Instr` of each word up to the first HALT (cached per config and word)."""
+def _program_info(cfg: NPUConfig, words) -> list[tuple]:
+    """The :func:`_word_info` of each word up to the first HALT (cached per config and word)."""
     entry = _INFO_CACHE.get(cfg)
     if entry is None:
         entry = _INFO_CACHE[cfg] = ({}, {}, (MatrixModel(cfg), VectorModel(cfg)))
@@ -562,13 +580,14 @@ def _program_info(cfg: NPUConfig, words):
         cache.clear()
         plans.clear()
     info = []
+    append = info.append
     for w in words:
-        w = int(w)
         ins = cache.get(w)
         if ins is None:
-            ins = cache[w] = _Instr(cfg, w, plans, units)
-        info.append(ins)
-        if ins.queue == -1:
+            w = int(w)
+            ins = cache[w] = _word_info(cfg, w, plans, units)
+        append(ins)
+        if ins[0] < 0:
             return info
     raise ValueError("the program has no HALT")
 
@@ -586,7 +605,6 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     info = _program_info(cfg, words)
     n = len(info)                      # instructions up to and including HALT
     halt = n - 1
-    producers = _producers(info)
     depth = cfg.queue_depth
     fb = fetch_beats(cfg)
     max_fetch = t.max_fetch
@@ -595,26 +613,44 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     to_head = t.dispatch_to_head + t.head_to_offer
     tok_delay = t.done_to_token
     infl_depth = t.inflight_depth
+    LOAD, STORE, MATRIX = _LOAD_Q, _STORE_Q, _MATRIX_Q
 
-    # Per queue, its instructions in order: (pc, producers, queues waiting on it, what its unit needs).
-    LOAD, STORE, MATRIX, VECTOR = Queue.LOAD, Queue.STORE, Queue.MATRIX, Queue.VECTOR
-    waiters = [set() for _ in range(n)]
+    # The program's static structure: each queue's instructions in order, whose tokens each
+    # instruction pops (the k-th pop of src -> dst takes the k-th push), who pops its tokens,
+    # and the instruction whose take frees its queue slot.
+    queue_of = [ins[0] for ins in info]
+    qidx = [0] * n                     # place of each instruction in its queue
+    qpcs = ([], [], [], [])
+    producers = [()] * n
+    consumers = [()] * n
+    room_pc = [None] * (n + 1)         # (one more: the dispatcher's index once all are in)
+    pushes = [[] for _ in range(16)]   # [src*4 + dst] -> pushing pcs, in order
+    pops = [0] * 16
     for pc in range(halt):
-        for p in producers[pc]:
-            waiters[p].add(info[pc].queue)
-    qlist = [[], [], [], []]
-    queue_of = [ins.queue for ins in info]
-    room_pc = [None] * n    # the instruction whose take frees this one's queue slot
-    for pc in range(halt):
-        ins = info[pc]
-        q = ins.queue
-        lst = qlist[q]
-        if len(lst) >= depth:
-            room_pc[pc] = lst[len(lst) - depth][0]
-        work = (ins.bursts, ins.runs) if q == LOAD else ins.bursts if q == STORE else \
-            (ins.tiles, ins.latency) if q == MATRIX else ins.cycles
-        lst.append((pc, producers[pc], tuple(waiters[pc]), work))
-    qlen = [len(lst) for lst in qlist]
+        q, waits, signals = info[pc][:3]
+        lst = qpcs[q]
+        k = len(lst)
+        qidx[pc] = k
+        if k >= depth:
+            room_pc[pc] = lst[k - depth]
+        lst.append(pc)
+        if waits:
+            prod = ()
+            for src in waits:
+                c = src * 4 + q
+                k = pops[c]
+                if k >= len(pushes[c]):
+                    raise ValueError(f"pc {pc}: waits on a {Queue(src).name} token that no earlier "
+                                     "instruction signals (TOKEN_UNDERFLOW)")
+                pops[c] = k + 1
+                p = pushes[c][k]
+                prod += (p,)
+                consumers[p] += (pc,)
+            producers[pc] = prod
+        for dst in signals:
+            pushes[q * 4 + dst].append(pc)
+    works = [ins[3] for ins in info]
+    qlen = [len(lst) for lst in qpcs]
 
     loads = LoadModel(cfg, lat)
     stores = StoreModel(cfg, lat)
@@ -628,7 +664,7 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     V = []                  # cycle each fetched word is offered to the sequencer
     fe = 0                  # next word to be written into its queue
     hc = 0                  # next word to enter the check stage (fe or fe + 1)
-    qc = [0, 0, 0, 0]       # next instruction of each queue to be taken
+    qc = [0, 0, 0, 0]       # place in its queue of each queue's head
     prev_take = [-1 << 40] * 4
     unit_ready = [0, 0, 0, 0]    # MATRIX, VECTOR: first cycle the unit can take the next instruction
     stall = [0, 0, 0, 0]
@@ -638,105 +674,104 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     kp = 0                  # next fetch request to place on the read channel
     far = 1 << 62
     fe_moves = True         # the dispatcher may move on
-    mark = [False] * 4      # queues whose head may be taken now
+    todo = []               # queues whose head may be taken now
 
     while True:
         # ---- every time whose inputs are known (dataflow), until nothing moves.
-        while fe_moves:
-            # Fetched words through the check stage into their queues, in program order.
-            while fe < kp and fe < n:
-                if hc == fe:
-                    # The word enters the check stage when the previous one leaves it;
-                    # its fetch slot is free again: the next request.
-                    h = V[fe]
-                    if fe and D[fe - 1] > h:
-                        h = D[fe - 1]
-                    H[fe] = h
-                    hc += 1
-                    r = R[-1] + 1
-                    R.append(h + 1 if h + 1 > r else r)
-                d = H[fe] + chk
-                m = room_pc[fe]
-                if m is not None:
-                    tk = take[m]
-                    if tk is None:
-                        break                       # its queue is full
-                    if tk + 1 > d:
-                        dispatch_stall += tk + 1 - d
-                        d = tk + 1
-                D[fe] = d
-                if fe == halt:
-                    halt_d = d
-                else:
-                    mark[queue_of[fe]] = True
-                fe += 1
-            fe_moves = False
-            # Queue heads to their units; a take or a done can release other heads.
-            while True:
-                if mark[0]:
-                    q = 0
-                elif mark[1]:
-                    q = 1
-                elif mark[2]:
-                    q = 2
-                elif mark[3]:
-                    q = 3
-                else:
-                    break
-                mark[q] = False
-                lst = qlist[q]
-                while qc[q] < qlen[q]:
-                    i = qc[q]
-                    pc, prods, released, work = lst[i]
-                    d = D[pc]
-                    if d is None:
-                        break
-                    head = d + to_head
-                    if prev_take[q] >= head:
-                        head = prev_take[q] + 1
-                    tok = head
-                    for p in prods:
-                        dn = done[p]
-                        if dn is None:
-                            tok = None
-                            break
-                        if dn + tok_delay > tok:
-                            tok = dn + tok_delay
-                    if tok is None:
-                        break
-                    offer = tok
-                    if i >= infl_depth:
-                        dn = done[lst[i - infl_depth][0]]
-                        if dn is None:
-                            break
-                        if dn >= offer:
-                            offer = dn + 1
-                    if q == LOAD:
-                        if load_pc is not None:
-                            break                   # the planner still cuts the previous LOAD
-                        a = loads.ready if loads.ready > offer else offer
-                        loads.start(a, *work)
-                        load_pc = pc
+        while True:
+            if fe_moves:
+                # Fetched words through the check stage into their queues, in program order.
+                top = kp if kp < n else n
+                while fe < top:
+                    if hc == fe:
+                        # The word enters the check stage when the previous one leaves it;
+                        # its fetch slot is free again: the next request.
+                        h = V[fe]
+                        if fe and D[fe - 1] > h:
+                            h = D[fe - 1]
+                        H[fe] = h
+                        hc += 1
+                        r = R[-1] + 1
+                        R.append(h + 1 if h + 1 > r else r)
+                    d = H[fe] + chk
+                    m = room_pc[fe]
+                    if m is not None:
+                        tk = take[m]
+                        if tk is None:
+                            break                       # its queue is full
+                        if tk + 1 > d:
+                            dispatch_stall += tk + 1 - d
+                            d = tk + 1
+                    D[fe] = d
+                    if fe == halt:
+                        halt_d = d
                     else:
-                        if q == STORE:
-                            a, done[pc] = stores.issue_bursts(offer, work)
-                        elif q == MATRIX:
-                            a = unit_ready[q] if unit_ready[q] > offer else offer
-                            unit_ready[q] = a + work[0]
-                            done[pc] = a + work[1]
-                        else:
-                            a = unit_ready[q] if unit_ready[q] > offer else offer
-                            unit_ready[q] = done[pc] = a + work
-                        for w in released:
-                            mark[w] = True
-                    take[pc] = a
-                    prev_take[q] = a
-                    at_head[pc] = head
-                    at_tokens[pc] = tok
-                    stall[q] += tok - head
-                    qc[q] = i + 1
-                    if fe < kp and fe < n and room_pc[fe] == pc:
-                        fe_moves = True             # the slot the dispatcher waits for is free
+                        q = queue_of[fe]
+                        if qc[q] == qidx[fe]:
+                            todo.append(q)              # it is its queue's head
+                    fe += 1
+                fe_moves = False
+            if not todo:
+                break
+            # Queue heads to their units; a take or a done can release other heads.
+            q = todo.pop()
+            lst = qpcs[q]
+            i = qc[q]
+            while i < qlen[q]:
+                pc = lst[i]
+                d = D[pc]
+                if d is None:
+                    break                               # not dispatched yet
+                head = d + to_head
+                if prev_take[q] >= head:
+                    head = prev_take[q] + 1
+                tok = head
+                for p in producers[pc]:
+                    dn = done[p]
+                    if dn is None:
+                        tok = None
+                        break
+                    if dn + tok_delay > tok:
+                        tok = dn + tok_delay
+                if tok is None:
+                    break                               # a token is still to come
+                offer = tok
+                if i >= infl_depth:
+                    dn = done[lst[i - infl_depth]]
+                    if dn is None:
+                        break                           # 8 LOADs in flight
+                    if dn >= offer:
+                        offer = dn + 1
+                if q == LOAD:
+                    if load_pc is not None:
+                        break                           # the planner still cuts the previous LOAD
+                    a = loads.ready if loads.ready > offer else offer
+                    loads.start(a, *works[pc])
+                    load_pc = pc
+                else:
+                    if q == MATRIX:
+                        a = unit_ready[q] if unit_ready[q] > offer else offer
+                        work = works[pc]
+                        unit_ready[q] = a + work[0]
+                        dn = a + work[1]
+                    elif q == STORE:
+                        a, dn = stores.issue_bursts(offer, works[pc])
+                    else:
+                        a = unit_ready[q] if unit_ready[q] > offer else offer
+                        unit_ready[q] = dn = a + works[pc]
+                    done[pc] = dn
+                    for c in consumers[pc]:
+                        if qc[queue_of[c]] == qidx[c]:
+                            todo.append(queue_of[c])    # its head waits for this token
+                take[pc] = a
+                prev_take[q] = a
+                at_head[pc] = head
+                at_tokens[pc] = tok
+                stall[q] += tok - head
+                i += 1
+                if room_pc[fe] == pc:
+                    fe_moves = True                     # the slot the dispatcher waits for is free
+            qc[q] = i
 
         # ---- the next AR decision: a fetch request (first in its cycle) or a LOAD burst.
         tf = R[kp] if kp < len(R) and (halt_d is None or R[kp] <= halt_d) else None
@@ -744,11 +779,11 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
             dn = loads.run(far if tf is None else tf)
             if dn is not None:
                 done[load_pc] = dn
-                mark[LOAD] = True
-                for w in qlist[LOAD][qc[LOAD] - 1][2]:
-                    mark[w] = True
+                todo.append(LOAD)
+                for c in consumers[load_pc]:
+                    if qc[queue_of[c]] == qidx[c]:
+                        todo.append(queue_of[c])
                 load_pc = None
-                fe_moves = True
             continue
         if tf is None:
             break
@@ -756,32 +791,25 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
         fe_moves = fe == kp         # the word the dispatcher waits for
         kp += 1
 
-    if any(d is None for d in done[:halt]):
+    if done.count(None) > 1:
         pc = done.index(None)
         raise ValueError(f"pc {pc}: never completes (its tokens are never pushed: the program deadlocks)")
 
     last_done = max(done[:halt], default=0)
     cycles = max(last_done, halt_d) + 1
 
-    names = [q.name.lower() for q in Queue]
-    spans = [[], [], [], []]
-    timeline = []
-    array_active = bytes_read = bytes_written = 0
-    for pc in range(halt):
-        ins = info[pc]
-        q = queue_of[pc]
-        a, d = take[pc], done[pc]
+    names = _UNIT_NAMES
+    busy = {}
+    amounts = [0, 0, 0, 0]
+    for q in range(4):
+        pcs = qpcs[q]
         # LOAD/STORE busy ends the cycle before done; the matrix and vector units include it.
-        spans[q].append((a + 1, d - 1 if q == LOAD or q == STORE else d))
-        timeline.append((names[q], pc, a, d))
-        if q == MATRIX:
-            array_active += ins.active
-        elif q == LOAD:
-            bytes_read += ins.nbytes
-        elif q == STORE:
-            bytes_written += ins.nbytes
+        end = 1 if q == LOAD or q == STORE else 0
+        busy[names[q]] = _busy_union([(take[pc] + 1, done[pc] - end) for pc in pcs])
+        amounts[q] = sum(info[pc][4] for pc in pcs)
+    timeline = [(names[queue_of[pc]], pc, take[pc], done[pc]) for pc in range(halt)]
     timeline.append(("sequencer", halt, halt_d, cycles))
-    busy = {names[q]: _busy_union(spans[q]) for q in range(4)}
+    array_active, bytes_read, bytes_written = amounts[MATRIX], amounts[LOAD], amounts[STORE]
     stalls = {names[q]: stall[q] for q in range(4)}
     res = PerfResult(cycles=cycles, instructions=n, busy=busy, stall=stalls,
                      array_active=array_active, bytes_read=bytes_read,
