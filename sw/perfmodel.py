@@ -25,6 +25,7 @@ for why no value can be needed before it is known.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from flashnpu.sw.asm import decode_word
 from flashnpu.sw.config import NPUConfig, load_config
@@ -181,25 +182,27 @@ class LoadModel:
         bursts, free, dec, n_slots = self.bursts, self.free, self.dec, self.n_slots
         i, a, r_free, lat2 = self.next, self.cand, self.r_free, 2 + self.lat
         n = len(bursts)
-        g = len(free) - n_slots               # free[g] is the slot of the burst n_slots back
         placed = i
-        last_fetch, run_end, h = self.last_fetch, self.run_end, 2 * n_slots
+        last_fetch, run_end, back, h = self.last_fetch, self.run_end, -n_slots, 2 * n_slots
         # The burst index from which a closed form is tried (``retry`` counts the bursts of all LOADs).
         try_at = self.retry - self.count + placed if self.closed_form else n
         while i < n:
-            f = free[g] + 1                    # wait for its read slot
+            f = free[back] + 1                 # wait for the read slot of the burst n_slots back
             if a < f:
                 a = f
             if a == last_fetch:                # the fetch request took the AR register in this cycle
                 a += 1
             if a >= limit:
                 break
-            # A closed form needs more than 2*n_slots equal bursts left and R busy up to the last one.
-            if i >= try_at and run_end[i] - i > h and r_free + 1 == free[-1]:
+            # A closed form pays off with more than n_slots equal bursts left; it needs R busy up to the
+            # last burst and the last n_slots bursts back to back (slot-bound) or 2*n_slots bursts of
+            # this run placed (periodic). (These tests only spare calls that would find nothing.)
+            if i >= try_at and run_end[i] - i > n_slots and r_free + 1 == free[-1] and (
+                    free[-1] - free[back] == (n_slots - 1) * bursts[i]
+                    or i >= h and run_end[i - h] == run_end[i]):
                 k = self._jump(i, a, f, bursts[i], run_end[i] - i, limit, r_free, lat2, self.count + i - placed)
                 if k:
                     free, dec = self.free, self.dec
-                    g = len(free) - n_slots
                     r_free = free[-1] - 1
                     a = dec[-1] + 1
                     i += k
@@ -211,7 +214,6 @@ class LoadModel:
             r_free = s + bursts[i]
             free.append(r_free + 1)
             dec.append(a)
-            g += 1
             a += 1
             i += 1
         if self.closed_form:
@@ -220,8 +222,8 @@ class LoadModel:
             self.ready = a                     # the planner is free the cycle after its last burst
             self.count += i - placed
         if len(free) > 4096:
-            free = self.free = free[-h:]
-            self.dec = dec[-h:]
+            free = self.free = free[-2 * n_slots:]
+            self.dec = dec[-2 * n_slots:]
         self.next, self.cand, self.r_free = i, a, r_free
         if i < n:
             return None
@@ -298,8 +300,9 @@ class StoreModel:
     WLEN_DEPTH = 4
     NB_DEPTH = WLEN_DEPTH + 2
 
-    def __init__(self, config: NPUConfig, lat: int):
+    def __init__(self, config: NPUConfig, lat: int, *, closed_form: bool = True):
         self.cfg, self.lat = config, lat
+        self.closed_form = closed_form  # the bursts after a STORE's first in closed form (False: one by one, for tests)
         self.pop = []               # per burst: the cycle its last W beat is produced
         self.done = []              # per STORE: its done cycle
         self.p_prev = -(1 << 40)    # last W beat of the latest burst
@@ -311,19 +314,42 @@ class StoreModel:
         return self.issue_bursts(offered, burst_beats(self.cfg, f))
 
     def issue_bursts(self, offered: int, bursts) -> tuple[int, int]:
-        """:meth:`issue` for a STORE whose bursts have ``bursts`` beats each."""
+        """:meth:`issue` for a STORE whose bursts have ``bursts`` beats each.
+
+        Burst by burst: its AW goes a cycle after the previous one, once the
+        burst-length FIFO has room (the burst ``WLEN_DEPTH`` back has produced
+        its last W beat); the W producer starts it after its AW and after the
+        previous burst's beats; its B comes ``lat + 4`` cycles after its last
+        W beat, one B per cycle. After the first burst of a STORE the producer
+        never waits for an AW again: the next AW is the cycle after this AW or
+        after an earlier burst's last beat, both before this burst's last beat.
+        So the rest follow in closed form: their last beats are running sums,
+        and as the last beats rise by at least 1 per burst, after ``m`` more
+        bursts the AW is ``max(a + m, pop[last - WLEN_DEPTH] + 1)`` and the B
+        ``max(p + lat + 4, b + m)``.
+        """
         accept = self.ready if self.ready > offered else offered
         k = len(self.done)
         if k >= self.NB_DEPTH and self.done[k - self.NB_DEPTH] > accept:
             accept = self.done[k - self.NB_DEPTH]
-        pop, lat4 = self.pop, 4 + self.lat
+        pop, lat4, depth = self.pop, 4 + self.lat, self.WLEN_DEPTH
         g = len(pop)
         a = accept + 1                     # the first AW register load is accept + 2
         p, b = self.p_prev, self.b_prev
-        for n in bursts:
+        for j, n in enumerate(bursts):
+            if j == 1 and self.closed_form:
+                m = len(bursts) - 1
+                sums = accumulate(bursts[1:], initial=p)
+                next(sums)
+                pop.extend(sums)
+                g = len(pop) - 1
+                p = pop[g]
+                a = a + m if g < depth or pop[g - depth] < a + m else pop[g - depth] + 1
+                b = p + lat4 if p + lat4 > b + m else b + m
+                break
             a += 1                                      # one AW per cycle
-            if g >= self.WLEN_DEPTH and pop[g - self.WLEN_DEPTH] >= a:
-                a = pop[g - self.WLEN_DEPTH] + 1        # room in the burst-length FIFO
+            if g >= depth and pop[g - depth] >= a:
+                a = pop[g - depth] + 1                  # room in the burst-length FIFO
             p = (p if p > a else a) + n                 # W beats: after AW and the previous burst
             pop.append(p)
             b = p + lat4 if p + lat4 > b else b + 1     # B: lat after the last W, one per cycle
@@ -442,8 +468,11 @@ class VectorModel:
 
     def busy_cycles(self, f: dict) -> int:
         """Cycles from take to done (:func:`vector_cycles`, SCALE and EXP stalls included)."""
-        return vector_cycles(f["funct"], f["rows"], f["blocks"]) + scale_stall_cycles(
-            f["rows"], f["blocks"], f["acc_addr"], f["acc_block_stride"], funct=f["funct"])
+        funct, rows = f["funct"], f["rows"]
+        cycles = vector_cycles(funct, rows, f["blocks"])
+        if funct in _OVERLAP_WRITE and f["acc_block_stride"] < rows:      # (else no stall: skip the call)
+            cycles += scale_stall_cycles(rows, f["blocks"], f["acc_addr"], f["acc_block_stride"], funct=funct)
+        return cycles
 
 
 # ------------------------------------------------------------------ sequencer
@@ -626,8 +655,12 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     room_pc = [None] * (n + 1)         # (one more: the dispatcher's index once all are in)
     pushes = [[] for _ in range(16)]   # [src*4 + dst] -> pushing pcs, in order
     pops = [0] * 16
-    for pc in range(halt):
-        q, waits, signals = info[pc][:3]
+    amounts = [0, 0, 0, 0]             # bytes read, bytes written, A rows into the array
+    pc = 0
+    for q, waits, signals, _work, amount in info:
+        if q < 0:
+            break
+        amounts[q] += amount
         lst = qpcs[q]
         k = len(lst)
         qidx[pc] = k
@@ -649,6 +682,7 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
             producers[pc] = prod
         for dst in signals:
             pushes[q * 4 + dst].append(pc)
+        pc += 1
     works = [ins[3] for ins in info]
     qlen = [len(lst) for lst in qpcs]
 
@@ -715,9 +749,12 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
                 break
             # Queue heads to their units; a take or a done can release other heads.
             q = todo.pop()
+            if q == LOAD and load_pc is not None:
+                continue                                # the planner still cuts the previous LOAD
             lst = qpcs[q]
             i = qc[q]
-            while i < qlen[q]:
+            last = qlen[q]
+            while i < last:
                 pc = lst[i]
                 d = D[pc]
                 if d is None:
@@ -743,8 +780,6 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
                     if dn >= offer:
                         offer = dn + 1
                 if q == LOAD:
-                    if load_pc is not None:
-                        break                           # the planner still cuts the previous LOAD
                     a = loads.ready if loads.ready > offer else offer
                     loads.start(a, *works[pc])
                     load_pc = pc
@@ -771,6 +806,8 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
                 i += 1
                 if room_pc[fe] == pc:
                     fe_moves = True                     # the slot the dispatcher waits for is free
+                if q == LOAD:
+                    break                               # the next LOAD waits for the planner
             qc[q] = i
 
         # ---- the next AR decision: a fetch request (first in its cycle) or a LOAD burst.
@@ -788,7 +825,8 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
         if tf is None:
             break
         V.append(loads.fetch(tf, fb) + word_delay)
-        fe_moves = fe == kp         # the word the dispatcher waits for
+        if fe == kp:
+            fe_moves = True         # the word the dispatcher waits for
         kp += 1
 
     if done.count(None) > 1:
@@ -800,13 +838,10 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
 
     names = _UNIT_NAMES
     busy = {}
-    amounts = [0, 0, 0, 0]
     for q in range(4):
-        pcs = qpcs[q]
         # LOAD/STORE busy ends the cycle before done; the matrix and vector units include it.
         end = 1 if q == LOAD or q == STORE else 0
-        busy[names[q]] = _busy_union([(take[pc] + 1, done[pc] - end) for pc in pcs])
-        amounts[q] = sum(info[pc][4] for pc in pcs)
+        busy[names[q]] = _busy_union([(take[pc] + 1, done[pc] - end) for pc in qpcs[q]])
     timeline = [(names[queue_of[pc]], pc, take[pc], done[pc]) for pc in range(halt)]
     timeline.append(("sequencer", halt, halt_d, cycles))
     array_active, bytes_read, bytes_written = amounts[MATRIX], amounts[LOAD], amounts[STORE]

@@ -31,7 +31,7 @@ from flashnpu.sw.asm import assemble, encode_word
 from flashnpu.sw.compiler import compile_workload
 from flashnpu.sw.config import load_config
 from flashnpu.sw.isa import INSTR_BYTES, Mem, Opcode, Queue, VectorFunct
-from flashnpu.sw.perfmodel import LoadModel, fetch_beats, predict
+from flashnpu.sw.perfmodel import LoadModel, StoreModel, fetch_beats, predict
 from flashnpu.sw.reference import make_attention_tensors, make_gemm_tensors
 from flashnpu.sw.regmap import COUNTERS, CONTROL_START, REG
 from flashnpu.sw.tokens import check_tokens
@@ -421,3 +421,22 @@ def test_load_closed_form_equals_burst_by_burst(config):
             (slow.ready, slow.r_free, slow.free[-cfg.dma_max_outstanding:])
         jumped += len(fast.free) < len(slow.free)
     assert jumped >= 10            # the closed form did run, in many of the trials
+
+
+@pytest.mark.parametrize("config", ["tiny", "default", "large"])
+def test_store_closed_form_equals_burst_by_burst(config):
+    """``StoreModel`` places the bursts after a STORE's first in closed form: the same take and
+    done cycles and the same state as burst by burst, for STOREs back to back or apart, bursts of
+    1 beat to a full burst, B backlogs from the previous STORE, latencies 1 to 100."""
+    cfg = load_config(config)
+    rng = random.Random(9)
+    for trial in range(150):
+        lat = rng.choice([1, 2, 3, 5, 10, 40, 100])
+        fast, slow = StoreModel(cfg, lat), StoreModel(cfg, lat, closed_form=False)
+        t = 0
+        for _ in range(rng.randrange(1, 10)):
+            t += rng.choice([0, 0, rng.randrange(1, 300)])
+            bursts = tuple(rng.choice([1, 1, 2, 3, 4, cfg.dma_burst_len]) for _ in range(rng.randrange(1, 40)))
+            assert fast.issue_bursts(t, bursts) == slow.issue_bursts(t, bursts)
+        assert (fast.pop, fast.p_prev, fast.b_prev, fast.ready, fast.done) == \
+            (slow.pop, slow.p_prev, slow.b_prev, slow.ready, slow.done)
