@@ -53,19 +53,39 @@ def _segments(config: NPUConfig, f: dict) -> tuple[int, int, int, int]:
     return f["dram_addr"], f["dram_stride"], f["rows"], row_bytes // beat
 
 
-def _cut(config: NPUConfig, addr: int, left: int) -> list[tuple[int, int]]:
-    """(addr, beats) of the bursts of one segment: at most ``dma_burst_len`` beats, never across 4 KiB."""
+def _pages(config: NPUConfig, addr: int, left: int):
+    """How the DMA cuts one segment of ``left`` beats from byte ``addr`` into bursts, page by page:
+    ``(addr, full, rest)`` per 4 KiB page it touches, ``full`` bursts of ``dma_burst_len`` beats
+    and then a burst of ``rest`` beats if ``rest`` (a burst never exceeds ``dma_burst_len`` beats nor
+    crosses 4 KiB)."""
     beat, blen = config.dma_beat_bytes, config.dma_burst_len
-    out = []
     while left:
         n = (4096 - addr % 4096) // beat
-        if n > blen:
-            n = blen
         if n > left:
             n = left
-        out.append((addr % (1 << 32), n))
+        yield addr, n // blen, n % blen
         addr += n * beat
         left -= n
+
+
+def _cut(config: NPUConfig, addr: int, left: int) -> list[tuple[int, int]]:
+    """(addr, beats) of the bursts of one segment (:func:`_pages`)."""
+    step = config.dma_burst_len * config.dma_beat_bytes
+    out = []
+    for a, full, rest in _pages(config, addr, left):
+        out += [((a + i * step) % (1 << 32), config.dma_burst_len) for i in range(full)]
+        if rest:
+            out.append(((a + full * step) % (1 << 32), rest))
+    return out
+
+
+def _cut_beats(config: NPUConfig, addr: int, left: int) -> list[int]:
+    """The beats of each burst of :func:`_cut`, without the addresses (faster)."""
+    out = []
+    for _, full, rest in _pages(config, addr, left):
+        out += [config.dma_burst_len] * full
+        if rest:
+            out.append(rest)
     return out
 
 
@@ -87,14 +107,14 @@ def burst_beats(config: NPUConfig, f: dict) -> tuple[int, ...]:
     row_bytes = beats * config.dma_beat_bytes
     if count > 1 and 4096 % row_bytes == 0 and addr % row_bytes == 0 and stride % row_bytes == 0:
         # Every row starts on a multiple of its size, which divides the page: all are cut alike.
-        return tuple(n for _, n in _cut(config, addr, beats)) * count
+        return tuple(_cut_beats(config, addr, beats)) * count
     memo = {}
     out = []
     for r in range(count):
         a = addr + r * stride
         lens = memo.get(a % 4096)
         if lens is None:
-            lens = memo[a % 4096] = [n for _, n in _cut(config, a, beats)]
+            lens = memo[a % 4096] = _cut_beats(config, a, beats)
         out += lens
     return tuple(out)
 
