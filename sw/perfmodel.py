@@ -30,7 +30,7 @@ from itertools import accumulate
 from flashnpu.sw.asm import decode_word
 from flashnpu.sw.config import NPUConfig, load_config
 from flashnpu.sw.golden import check_fields
-from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
+from flashnpu.sw.isa import INSTR_BYTES, ErrorCode, Mem, Opcode, Queue, VectorFunct
 from flashnpu.sw.regmap import COUNTERS
 
 __all__ = ["plan_bursts", "burst_beats", "fetch_beats", "LoadModel", "StoreModel", "MatrixModel", "VectorModel",
