@@ -21,7 +21,7 @@ an ``AXI_DECERR`` (the RTL's AXI address has ``axi_addr_bits``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
