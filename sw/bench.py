@@ -477,6 +477,11 @@ def cli_bench(args) -> int:
         print(f"[bench] {case.name}: {row['rtl_cycles']:,} cycles, util {row['util']:.1%}, "
               f"model err {row['model_error']:+.1%}, sim {row['sim_wall_s']:.1f} s{build}", flush=True)
         _write(out, result)
+    return _finish(args, cfg, out, result)
+
+
+def _finish(args, cfg, out: Path, result: dict) -> int:
+    """Write and print the table, draw the plots if asked; exit status 0 only if every row is bit-exact."""
     text = _write(out, result)
     print(text)
     if getattr(args, "plot", False):
@@ -497,10 +502,4 @@ def _cli_reuse(args, cfg, out: Path) -> int:
     result["rows"] = [add_model(r, cfg) if not args.only or args.only in r["name"] else r
                       for r in result["rows"]]
     result["repredicted"] = time.strftime("%Y-%m-%d %H:%M %Z")
-    text = _write(out, result)
-    print(text)
-    if getattr(args, "plot", False):
-        from flashnpu.sw.plots import plot_bench
-        for p in plot_bench(result["rows"], cfg, out):
-            print(f"[bench] wrote {p}")
-    return 0 if all(r["bit_exact"] for r in result["rows"]) else 1
+    return _finish(args, cfg, out, result)
