@@ -37,7 +37,7 @@ import numpy as np
 
 from flashnpu.sw.config import load_config
 
-__all__ = ["BenchCase", "SUITE", "BENCH_LAT", "suite_mem_bytes", "min_dma_bytes", "token_producers",
+__all__ = ["BenchCase", "SUITE", "BENCH_LAT", "suite_mem_bytes", "min_dma_bytes",
            "array_idle_causes", "bottleneck", "measure_rtl", "add_model", "run_case",
            "markdown_table", "cli_bench"]
 
@@ -129,31 +129,6 @@ def _tensors(case, wl, seed):
 
 
 # ------------------------------------------------------------ where the cycles go
-def token_producers(words) -> dict:
-    """pc -> pcs of the instructions whose tokens it pops.
-
-    The k-th pop of counter ``src -> dst`` takes the k-th push (counters are
-    FIFO in count; ``sw/tokens.py`` checks that every pop has an earlier push).
-    """
-    from flashnpu.sw.isa import OPCODE_QUEUE, Opcode, Queue, decode
-    pushes, pops, out = {}, Counter(), {}
-    for pc, w in enumerate(words):
-        d = decode(int(w))
-        if d["opcode"] == Opcode.HALT:
-            break
-        q = OPCODE_QUEUE[d["opcode"]]
-        prods = []
-        for src in Queue:
-            if d["wait"] >> src & 1:
-                prods.append(pushes[(src, q)][pops[(src, q)]])
-                pops[(src, q)] += 1
-        for dst in Queue:
-            if d["signal"] >> dst & 1:
-                pushes.setdefault((q, dst), []).append(pc)
-        out[pc] = prods
-    return out
-
-
 def array_idle_causes(perf, words, config) -> dict:
     """Why the array idles in the model's timeline: cause -> cycles.
 
@@ -169,14 +144,14 @@ def array_idle_causes(perf, words, config) -> dict:
     cfg = load_config(config)
     tile_cycles = MatrixModel(cfg, DEFAULT_TIMING).tile_cycles
     visible_after = DEFAULT_TIMING.done_to_token + DEFAULT_TIMING.head_to_offer
-    producers = token_producers(words)
+    producers = perf.producers        # pc -> the pcs whose tokens its wait pops
     at = {pc: (unit, a, d) for unit, pc, a, d in perf.timeline}
     label = {pc: instruction_label(words[pc]) for pc in at}
 
     def binding_producer(pc):
         """The producer whose token made ``pc`` start when it did, or None."""
         accept = at[pc][1]
-        best = max(producers.get(pc, ()), key=lambda p: at[p][2], default=None)
+        best = max(producers[pc], key=lambda p: at[p][2], default=None)
         if best is not None and at[best][2] + visible_after >= accept:
             return best
         return None
