@@ -287,16 +287,16 @@ def cli_run(args) -> int:
     from tqdm import tqdm
     from flashnpu.sw.perfmodel import predict
     # The bar's total is the performance model's estimate; the run may take a little more or less.
-    bar = tqdm(total=predict(cfg, prog.words).cycles, unit="cycle", unit_scale=True,
+    perf = predict(cfg, prog.words)
+    bar = tqdm(total=perf.cycles, unit="cycle", unit_scale=True,
                desc="simulating", leave=False, disable=None)
 
     def sim_progress(cycles):
         bar.update(cycles - bar.n)
 
-    memory = getattr(args, "memory", "axiram")
     try:
         rtl = run_program(cfg, prog, image, backpressure=args.backpressure, waves=args.waves,
-                          seed=args.seed, progress=progress, sim_progress=sim_progress, memory=memory)
+                          seed=args.seed, progress=progress, sim_progress=sim_progress, memory=args.memory)
     except RtlError as e:
         print(f"RTL run failed: {e}", file=sys.stderr)
         return 1
@@ -329,10 +329,8 @@ def cli_run(args) -> int:
         frac = f" ({v / rtl.cycles:.1%})" if rtl.cycles and not k.startswith("BYTES") \
             and k not in ("CYCLES", "INSTRUCTIONS") else ""
         print(f"  {k:<15} {v:>14,}{frac}")
-    if getattr(args, "trace", None):
-        from flashnpu.sw.perfmodel import predict
+    if args.trace:
         from flashnpu.sw.trace import write_trace
-        perf = predict(cfg, prog.words)
         p = write_trace(args.trace, perf, prog.words, title=f"flashnpu {wl} (performance model)",
                         regions=prog.onchip.get("regions"), rtl_counters=rtl.counters)
         print(f"trace (performance model timeline; RTL cycles {rtl.cycles:,}, model "

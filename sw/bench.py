@@ -142,8 +142,9 @@ def array_idle_causes(perf, words, config) -> dict:
     from flashnpu.sw.perfmodel import DEFAULT_TIMING, MatrixModel
     from flashnpu.sw.trace import instruction_label
     cfg = load_config(config)
-    tile_cycles = MatrixModel(cfg, DEFAULT_TIMING).tile_cycles
-    visible_after = DEFAULT_TIMING.done_to_token + DEFAULT_TIMING.head_to_offer
+    tile_cycles = MatrixModel(cfg).tile_cycles
+    t = perf.timing or DEFAULT_TIMING     # the latencies this prediction used
+    visible_after = t.done_to_token + t.head_to_offer
     producers = perf.producers        # pc -> the pcs whose tokens its wait pops
     at = {pc: (unit, a, d) for unit, pc, a, d in perf.timeline}
     label = {pc: instruction_label(words[pc]) for pc in at}

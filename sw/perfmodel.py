@@ -392,8 +392,8 @@ class MatrixModel:
     #: The constant of ``done = take + (tiles - 1)*T + m_rows + 2*dim + 2``.
     FIXED_LATENCY = 2
 
-    def __init__(self, config: NPUConfig, timing: "SequencerTiming" = None):
-        self.cfg = config           # (``timing`` is accepted for callers that pass one; unused)
+    def __init__(self, config: NPUConfig):
+        self.cfg = config
 
     def tile_cycles(self, f: dict) -> int:
         """Cycles the MATMUL holds the issue stage (the next one is taken after them)."""
@@ -483,8 +483,8 @@ class VectorModel:
     ``T + busy_cycles(f)``, and the next one can be taken in that same cycle
     (:func:`predict` applies this)."""
 
-    def __init__(self, config: NPUConfig, timing: "SequencerTiming" = None):
-        self.cfg = config           # (``timing`` is accepted for callers that pass one; unused)
+    def __init__(self, config: NPUConfig):
+        self.cfg = config
 
     def busy_cycles(self, f: dict) -> int:
         """Cycles from take to done (:func:`vector_cycles`, SCALE and EXP stalls included)."""
