@@ -228,15 +228,6 @@ def run_program(config, program, dram_image, *, backpressure: bool = False, wave
 
 
 # ============================================================ command line
-def _tensors(wl, seed):
-    from flashnpu.sw import reference
-    from flashnpu.sw.workload import AttentionWorkload
-    rng = np.random.default_rng(seed)
-    if isinstance(wl, AttentionWorkload):
-        return reference.make_attention_tensors(wl, rng)
-    return reference.make_gemm_tensors(wl, rng)
-
-
 def _float_error(wl, tensors, outputs):
     """(max abs error, in units of the output scale) of the RTL outputs against float64."""
     from flashnpu.sw import reference
@@ -267,11 +258,12 @@ def cli_run(args) -> int:
     """``flashnpu run``: compile, build, simulate, compare with the golden model, report."""
     from flashnpu.sw.compiler import compile_workload, workload_from_args
     from flashnpu.sw.golden import GoldenNPU, NpuError
+    from flashnpu.sw.reference import make_tensors
 
     cfg = load_config(args.config)
     wl = workload_from_args(args)
     prog = compile_workload(wl, cfg)
-    tensors = _tensors(wl, args.seed)
+    tensors = make_tensors(wl, args.seed)
     image = prog.pack(tensors)
     print(f"compiled: {prog.instructions} instructions, DRAM image {prog.dram_bytes} B, "
           f"tiling {prog.tiling}")

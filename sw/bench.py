@@ -120,14 +120,6 @@ def min_dma_bytes(program) -> int:
     return sum(int(np.prod(p.shape)) * p.itemsize for p in program.layout.values())
 
 
-def _tensors(case, wl, seed):
-    from flashnpu.sw import reference
-    rng = np.random.default_rng(seed)
-    if case.kind == "attention":
-        return reference.make_attention_tensors(wl, rng)
-    return reference.make_gemm_tensors(wl, rng)
-
-
 # ------------------------------------------------------------ where the cycles go
 def array_idle_causes(perf, words, config) -> dict:
     """Why the array idles in the model's timeline: cause -> cycles.
@@ -291,10 +283,11 @@ def _git_state() -> dict:
 
 def measure_rtl(case: BenchCase, config, *, seed: int = 0, mem_size: int | None = None) -> dict:
     """Compile ``case``, run it on the Verilated NPU (HDL DRAM) and the golden model; the RTL part of a row."""
+    from flashnpu.sw import reference
     from flashnpu.sw.driver import run
     cfg = load_config(config)
     wl = case.workload()
-    tensors = _tensors(case, wl, seed)
+    tensors = reference.make_tensors(wl, seed)
     t0 = time.perf_counter()
     res = run(wl, tensors, backend="rtl", config=cfg, memory="fast", lat=BENCH_LAT, mem_size=mem_size,
               check_golden=True)

@@ -15,7 +15,7 @@ import numpy as np
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload
 
 __all__ = ["quantize", "attention_float64", "reference_attention", "reference_gemm",
-           "make_attention_tensors", "make_gemm_tensors", "visible_mask"]
+           "make_attention_tensors", "make_gemm_tensors", "make_tensors", "visible_mask"]
 
 
 def quantize(x, scale: float) -> np.ndarray:
@@ -110,3 +110,11 @@ def make_gemm_tensors(wl: GemmWorkload, rng: np.random.Generator) -> dict:
     """Uniform INT8 ``A [M,K]`` and ``B [K,N]`` over the full range."""
     return {"A": rng.integers(-128, 128, (wl.M, wl.K), dtype=np.int8),
             "B": rng.integers(-128, 128, (wl.K, wl.N), dtype=np.int8)}
+
+
+def make_tensors(wl, seed: int) -> dict:
+    """The default random inputs of a workload (attention: Gaussian; GEMM: uniform), from ``seed``."""
+    rng = np.random.default_rng(seed)
+    if isinstance(wl, AttentionWorkload):
+        return make_attention_tensors(wl, rng)
+    return make_gemm_tensors(wl, rng)
