@@ -377,11 +377,15 @@ class SimTop(wiring.Component):
         The NPU's interrupt.
     bd_* :
         The memory's backdoor port (see ``AxiMemory``).
+    npu : NPU
+        The NPU inside (testbenches read its internal signals).
     """
 
     def __init__(self, config, *, mem_bytes, lat, slverr_base=0, slverr_size=0,
                  storage="verilog"):
-        self._cfg = config
+        # Imported here: the simulation memory does not need the NPU to exist.
+        from flashnpu.hw.npu import NPU
+        self._npu = NPU(config)
         self._mem = AxiMemory(addr_width=config.axi_addr_bits, data_width=config.dma_data_bits,
                               id_width=config.axi_id_bits, size_bytes=mem_bytes, lat=lat,
                               slverr_base=slverr_base, slverr_size=slverr_size, storage=storage)
@@ -397,11 +401,14 @@ class SimTop(wiring.Component):
         """The ``AxiMemory`` (its ``memory_data`` serves Amaranth testbenches with ``storage="memory"``)."""
         return self._mem
 
+    @property
+    def npu(self):
+        """The NPU (for testbenches that watch its units)."""
+        return self._npu
+
     def elaborate(self, platform):
-        # Imported here: the simulation memory does not need the NPU to exist.
-        from flashnpu.hw.npu import NPU
         m = Module()
-        npu = m.submodules.npu = NPU(self._cfg)
+        npu = m.submodules.npu = self._npu
         mem = m.submodules.dram = self._mem
         wiring.connect(m, npu.m_axi, mem.axi)
         wiring.connect(m, wiring.flipped(self.s_axil), npu.s_axil)

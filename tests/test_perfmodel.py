@@ -19,14 +19,11 @@ import time
 
 import numpy as np
 import pytest
-from amaranth import Elaboratable, Module
-from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
 from test_npu import LiteHost
 
-from flashnpu.cosim.axi_memory import AxiMemory
-from flashnpu.hw.npu import NPU
+from flashnpu.cosim.axi_memory import SimTop
 from flashnpu.sw.asm import assemble, encode_word
 from flashnpu.sw.compiler import compile_workload
 from flashnpu.sw.config import load_config
@@ -70,20 +67,6 @@ def _single(text):
 
 
 # ------------------------------------------------------- Amaranth simulation
-class _Top(Elaboratable):
-    def __init__(self, cfg, mem_bytes, lat):
-        self.npu = NPU(cfg)
-        self.mem = AxiMemory(addr_width=cfg.axi_addr_bits, data_width=cfg.dma_data_bits,
-                             id_width=cfg.axi_id_bits, size_bytes=mem_bytes, lat=lat, storage="memory")
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.npu = self.npu
-        m.submodules.mem = self.mem
-        wiring.connect(m, self.npu.m_axi, self.mem.axi)
-        return m
-
-
 def simulate(cfg, words, image, prog_addr, *, lat, mem_bytes=1 << 16, max_cycles=20_000):
     """Run on NPU + AxiMemory in Amaranth's simulator.
 
@@ -91,7 +74,7 @@ def simulate(cfg, words, image, prog_addr, *, lat, mem_bytes=1 << 16, max_cycles
     of its instructions in order, with cycle 0 the cycle ``start`` is high,
     and the register block's counters after the run.
     """
-    top = _Top(cfg, mem_bytes, lat)
+    top = SimTop(cfg, mem_bytes=mem_bytes, lat=lat, storage="memory")
     npu, seq = top.npu, top.npu.seq
     beat = cfg.dma_beat_bytes
     img = bytearray(np.asarray(image, dtype=np.uint8).tobytes())
@@ -103,7 +86,7 @@ def simulate(cfg, words, image, prog_addr, *, lat, mem_bytes=1 << 16, max_cycles
     counters = {}
 
     async def tb(ctx):
-        data = top.mem.memory_data
+        data = top.dram.memory_data
         for i in range(mem_bytes // beat):
             v = int.from_bytes(img[i * beat:(i + 1) * beat], "little")
             if v:
@@ -112,7 +95,7 @@ def simulate(cfg, words, image, prog_addr, *, lat, mem_bytes=1 << 16, max_cycles
         host.ops += [("w", REG["PROG_ADDR"], prog_addr), ("w", REG["CONTROL"], CONTROL_START)]
         t0 = None
         for cyc in range(max_cycles):
-            host.step(ctx, npu.s_axil)
+            host.step(ctx, top.s_axil)
             if t0 is None and ctx.get(seq.start):
                 t0 = cyc
             if t0 is not None:
