@@ -17,10 +17,17 @@ Execution model (decoupled access-execute):
   instruction pop one token from counter ``q -> self`` before it starts (it
   blocks while the counter is zero). ``signal`` bit *q* pushes one token to
   counter ``self -> q`` once the instruction has completed (all its writes are
-  visible). A counter above ``2**token_bits - 1`` is an error.
-* A well-formed program pops only tokens pushed earlier in program order, so
-  its result equals sequential execution in program order, which is what the
-  golden model does.
+  visible).
+* Tokens are checked in program order, at dispatch: popping a token that no
+  earlier instruction pushed is ``TOKEN_UNDERFLOW``, a push that takes a
+  counter's program-order count above ``2**token_bits - 1`` is
+  ``TOKEN_OVERFLOW``, both at that instruction, before it runs. A program that
+  passes them equals sequential execution in program order, which is what the
+  golden model does, and cannot deadlock.
+* Errors are precise: the NPU stops at the oldest failing instruction (its
+  ``ERROR_PC``), every older instruction completes, and no younger STORE writes
+  DRAM (a STORE starts only when every older LOAD and STORE has completed).
+  Only the failing STORE's own destination may be partly written.
 * ``HALT`` waits until every queue has drained, then sets ``done``.
 """
 
@@ -99,9 +106,13 @@ class ErrorCode(enum.IntEnum):
     AXI_DECERR = 10      #: a DMA read or write answered DECERR (or beyond the DRAM image)
     FETCH_ERROR = 11     #: an instruction fetch answered SLVERR or DECERR
     TOKEN_OVERFLOW = 12  #: a token counter passed 2**token_bits - 1
-    TOKEN_UNDERFLOW = 13 #: (golden model) a token popped before it was pushed in program order
-    DEADLOCK = 14        #: every queue waits on a token that nothing can push
+    TOKEN_UNDERFLOW = 13 #: a token popped before it was pushed in program order (checked at dispatch)
+    DEADLOCK = 14        #: every queue waits on a token that nothing can push (a safety net: the dispatch checks leave none)
     TOKENS_LEFT = 15     #: HALT found a token counter that is not zero
+    DMA_WINDOW = 16      #: a LOAD/STORE not wholly inside one granted DMA window, or past the AXI address range
+    FETCH_WINDOW = 17    #: dispatch reached an instruction outside [PROG_ADDR, PROG_END) (or past the AXI address range)
+    CODE_WRITE = 18      #: a STORE that would write into the code window [PROG_ADDR, PROG_END)
+    ABORTED = 19         #: the host wrote ABORT; ERROR_PC is the first instruction not dispatched
 
 
 _HEADER = {

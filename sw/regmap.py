@@ -12,16 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["Register", "REGISTERS", "COUNTERS", "REG", "NPU_ID", "CONTROL_START",
-           "CONTROL_SOFT_RESET", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
-           "STATUS_CODE_SHIFT", "STATUS_CODE_MASK"]
+           "CONTROL_SOFT_RESET", "CONTROL_ABORT", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
+           "STATUS_QUIET", "STATUS_RESETTING", "STATUS_CODE_SHIFT", "STATUS_CODE_MASK",
+           "DMA_WINDOWS", "window_registers"]
 
 NPU_ID = 0x464E5055  # "FNPU"
 
 CONTROL_START = 1 << 0
 CONTROL_SOFT_RESET = 1 << 1
+CONTROL_ABORT = 1 << 2
 STATUS_BUSY = 1 << 0
 STATUS_DONE = 1 << 1
 STATUS_ERROR = 1 << 2
+STATUS_QUIET = 1 << 3
+STATUS_RESETTING = 1 << 4
 STATUS_CODE_SHIFT = 8
 STATUS_CODE_MASK = 0xFF
 
@@ -32,6 +36,15 @@ class Register:
     offset: int
     access: str   # "ro", "rw", "w1s" (write one to act; reads 0)
     doc: str
+
+
+#: DRAM windows the host can grant to LOAD and STORE (``DMA_BASEi`` / ``DMA_LIMITi``).
+DMA_WINDOWS = 2
+
+
+def window_registers(i: int) -> tuple[str, str]:
+    """Names of the base and limit registers of DMA window ``i``."""
+    return f"DMA_BASE{i}", f"DMA_LIMIT{i}"
 
 
 #: 64-bit performance counters, in register order. Each counts cycles unless it says bytes.
@@ -57,12 +70,26 @@ def _build():
     regs = [
         Register("ID", 0x00, "ro", f"constant 0x{NPU_ID:08X} ('FNPU')"),
         Register("CONFIG", 0x04, "ro", "array side [7:0], log2 DMA beat bytes [11:8], queue depth [23:16]"),
-        Register("CONTROL", 0x08, "w1s", "bit 0 START: run the program at PROG_ADDR; "
-                 "bit 1 SOFT_RESET: return every unit and counter to reset (registers keep PROG_ADDR)"),
-        Register("STATUS", 0x0C, "ro", "bit 0 BUSY, bit 1 DONE, bit 2 ERROR, bits [15:8] ErrorCode"),
+        Register("CONTROL", 0x08, "w1s", "bit 0 START: run the program at PROG_ADDR (ignored unless "
+                 "STATUS is QUIET and not BUSY); bit 1 SOFT_RESET: stop at any moment, let every AXI "
+                 "transaction in flight finish, then return every unit and counter to reset (the "
+                 "registers keep their values); bit 2 ABORT: stop at any moment, let every AXI "
+                 "transaction in flight finish, then stop with ErrorCode ABORTED"),
+        Register("STATUS", 0x0C, "ro", "bit 0 BUSY (a program runs or is stopping), bit 1 DONE, "
+                 "bit 2 ERROR, bit 3 QUIET (no AXI transaction outstanding and no unit busy), "
+                 "bit 4 RESETTING (a SOFT_RESET waits for the bus to go quiet), bits [15:8] ErrorCode"),
         Register("PROG_ADDR", 0x10, "rw", "DRAM byte address of instruction 0 (32-byte aligned)"),
         Register("ERROR_PC", 0x14, "ro", "index of the instruction that stopped the NPU with an error"),
+        Register("PROG_END", 0x18, "rw", "end of the code window (exclusive byte address): instruction "
+                 "words are fetched only from [PROG_ADDR, PROG_END), dispatching past it is "
+                 "FETCH_WINDOW, and a STORE into it is CODE_WRITE. Resets to 0 (no code window)"),
     ]
+    for i in range(DMA_WINDOWS):
+        base, limit = window_registers(i)
+        regs.append(Register(base, 0x20 + 8 * i, "rw", f"first byte of DMA window {i}; resets to 0"))
+        regs.append(Register(limit, 0x24 + 8 * i, "rw", f"end (exclusive) of DMA window {i}: a LOAD "
+                             f"or STORE must lie wholly inside one window with base < limit, else "
+                             f"DMA_WINDOW before any bus transaction. Resets to 0 (window closed)"))
     off = 0x40
     for name, doc in COUNTERS:
         regs.append(Register(f"{name}_LO", off, "ro", f"{doc} (low 32 bits; latches _HI)"))
