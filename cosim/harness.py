@@ -40,8 +40,9 @@ from cocotbext.axi.constants import AxiResp
 
 from flashnpu.cosim.fast_dram import load_image, read_image, set_slverr
 from flashnpu.sw.isa import ErrorCode, Queue
-from flashnpu.sw.regmap import (COUNTERS, CONTROL_START, NPU_ID, REG, STATUS_BUSY,
-                                STATUS_CODE_MASK, STATUS_CODE_SHIFT, STATUS_DONE, STATUS_ERROR)
+from flashnpu.sw.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG,
+                                STATUS_BUSY, STATUS_CODE_MASK, STATUS_CODE_SHIFT, STATUS_DONE,
+                                STATUS_ERROR, STATUS_QUIET, STATUS_RESETTING)
 
 __all__ = ["CLOCK_NS", "DramModel", "FastDram", "NpuHost", "pause_generator", "run_program"]
 
@@ -60,6 +61,9 @@ def pause_generator(rng: random.Random, p: float):
 class DramModel:
     """``AxiRam`` on ``m_axi`` that answers DECERR at or beyond ``size`` and SLVERR in ``slverr`` ranges.
 
+    ``faults`` (settable between runs) adds ``(lo, hi, resp)`` ranges answered
+    with ``resp`` (``AxiResp.SLVERR`` or ``AxiResp.DECERR``).
+
     A beat that errs reads as zeros and is not written; the burst's B carries
     its worst response. cocotbext-axi turns an exception in a beat's read or
     write into SLVERR; the response is then rewritten on its way to R or B.
@@ -68,6 +72,7 @@ class DramModel:
     def __init__(self, dut, size: int, *, slverr=(), prefix="m_axi"):
         self.size = int(size)
         self.slverr = [(int(lo), int(hi)) for lo, hi in slverr]
+        self.faults = []
         logging.getLogger(f"cocotb.{dut._name}.{prefix}").setLevel(logging.WARNING)
         self.ram = AxiRam(AxiBus.from_prefix(dut, prefix, bus_separator="__"), dut.clk, dut.rst,
                           size=self.size)
@@ -98,6 +103,9 @@ class DramModel:
         """The response to an access of ``length`` bytes at ``address``."""
         if address + length > self.size:
             return AxiResp.DECERR
+        for lo, hi, resp in self.faults:
+            if address < hi and lo < address + length:
+                return resp
         for lo, hi in self.slverr:
             if address < hi and lo < address + length:
                 return AxiResp.SLVERR
@@ -119,10 +127,11 @@ class DramModel:
             raise IOError(f"write of {len(data)} B at {address:#x}: {AxiResp(resp).name}")
         self.ram.write(address, data)
 
-    def load(self, image: np.ndarray):
-        self.ram.write(0, bytes(np.asarray(image, dtype=np.uint8)))
+    async def load(self, image: np.ndarray):
+        img = bytes(np.asarray(image, dtype=np.uint8))
+        self.ram.write(0, img + bytes(self.size - len(img)))
 
-    def dump(self) -> np.ndarray:
+    async def dump(self) -> np.ndarray:
         return np.frombuffer(self.ram.read(0, self.size), dtype=np.uint8).copy()
 
     def set_backpressure(self, rng: random.Random, p: float = 0.3):
@@ -144,15 +153,21 @@ class FastDram:
             raise ValueError("the HDL memory has one SLVERR window")
         self.slverr = [(int(lo), int(hi)) for lo, hi in slverr]
         self.errors = []
+        self.faults = []
+        self._loaded = False
         for name in ("bd_we", "bd_slverr_we", "bd_addr", "bd_wdata"):
             getattr(dut, name).value = 0
 
     async def load(self, image: np.ndarray):
-        # A fresh simulation: the storage is zero, so zero words are skipped.
+        # A fresh simulation: the storage is zero, so zero words are skipped the first time.
         await load_image(self.dut, np.asarray(image, dtype=np.uint8).tobytes(), self.beat,
-                         assume_zero=True)
-        for lo, hi in self.slverr:
-            await set_slverr(self.dut, lo, hi - lo)
+                         assume_zero=not self._loaded)
+        self._loaded = True
+        ranges = self.slverr + [(lo, hi) for lo, hi, resp in self.faults if resp == AxiResp.SLVERR]
+        if any(resp != AxiResp.SLVERR for _, _, resp in self.faults) or len(ranges) > 1:
+            raise ValueError("the HDL memory answers one SLVERR range (no DECERR ranges)")
+        lo, hi = ranges[0] if ranges else (0, 0)
+        await set_slverr(self.dut, lo, hi - lo)
 
     async def dump(self) -> np.ndarray:
         data = await read_image(self.dut, 0, self.size, self.beat)
@@ -185,7 +200,8 @@ class NpuHost:
         s = await self.read("STATUS")
         code = (s >> STATUS_CODE_SHIFT) & STATUS_CODE_MASK
         return {"raw": s, "busy": bool(s & STATUS_BUSY), "done": bool(s & STATUS_DONE),
-                "error": bool(s & STATUS_ERROR), "error_code": code}
+                "error": bool(s & STATUS_ERROR), "error_code": code, "quiet": bool(s & STATUS_QUIET),
+                "resetting": bool(s & STATUS_RESETTING)}
 
 
 def _code_name(code: int) -> str:
@@ -222,49 +238,17 @@ def _run_dir() -> Path:
     return Path(d)
 
 
-@cocotb.test()
-async def run_program(dut):
-    """Load the image, start the program, wait for done or error (watchdog), read everything back."""
-    run_dir = _run_dir()
-    cfg = json.loads((run_dir / "input.json").read_text())
-    image = np.load(run_dir / "input.npz")["dram"]
-    mem_size = int(cfg.get("mem_size") or image.size)
-    timeout = int(cfg["timeout_cycles"])
-    rng = random.Random(cfg.get("seed", 0))
+#: Cycles a SOFT_RESET or ABORT may take to quiet the bus before the harness calls it a hang.
+STOP_TIMEOUT_CYCLES = 20_000
 
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
-    fast = hasattr(dut, "bd_addr")    # SimTop: the NPU with the HDL memory inside
-    if fast:
-        if cfg.get("backpressure"):
-            raise ValueError("backpressure needs the AxiRam memory (the HDL memory has fixed timing)")
-        dram = FastDram(dut, image.size, int(cfg["beat"]), slverr=cfg.get("slverr", ()))
-    else:
-        dram = DramModel(dut, mem_size, slverr=cfg.get("slverr", ()))
-        dram.load(image)
-        if cfg.get("backpressure"):
-            dram.set_backpressure(rng, float(cfg.get("pause_p", 0.3)))
-    host = NpuHost(dut)
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 2)
-    if fast:
-        await dram.load(image)
+_RESP = {"SLVERR": AxiResp.SLVERR, "DECERR": AxiResp.DECERR}
 
-    ident = await host.read("ID")
-    assert ident == NPU_ID, f"ID register reads {ident:#010x}, expected {NPU_ID:#010x}: not the NPU?"
-    await host.write("PROG_ADDR", int(cfg["prog_addr"]))
-    t_wall = time.monotonic()
-    t_start = get_sim_time("ns")
-    await host.write("CONTROL", CONTROL_START)
 
-    # Free-running wait: wake on irq or every POLL_CYCLES to read STATUS, so
-    # Python does no work per cycle; give up after timeout_cycles.
-    irq = getattr(dut, "irq", None)
+async def _wait(host, clk, irq, until, timeout: int, on_progress=None) -> tuple[dict, int]:
+    """Poll STATUS (waking on irq) until ``until(status)`` or ``timeout`` cycles: (status, cycles waited)."""
     st = await host.status()
     waited = 0
-    progress_file, tmp = run_dir / "progress", run_dir / "progress.tmp"
-    while not (st["done"] or st["error"]) and waited < timeout:
+    while not until(st) and waited < timeout:
         chunk = min(POLL_CYCLES, timeout - waited)
         t0 = get_sim_time("ns")
         if irq is not None:
@@ -272,32 +256,118 @@ async def run_program(dut):
         else:
             await Timer(chunk * CLOCK_NS, "ns")
         waited += max(1, round((get_sim_time("ns") - t0) / CLOCK_NS))
+        if on_progress is not None:
+            on_progress(waited)
+        st = await host.status()
+    return st, waited
+
+
+async def _stop(host, clk, kind: str) -> tuple[dict, bool]:
+    """Write SOFT_RESET or ABORT; wait until the NPU has stopped and the bus is quiet: (status, in time)."""
+    await host.write("CONTROL", CONTROL_SOFT_RESET if kind == "soft_reset" else CONTROL_ABORT)
+    for _ in range(STOP_TIMEOUT_CYCLES // 16):
+        st = await host.status()
+        if st["quiet"] and not st["busy"] and not st["resetting"]:
+            return st, True
+        await ClockCycles(clk, 16)
+    return await host.status(), False
+
+
+@cocotb.test()
+async def run_program(dut):
+    """Run each program of the session in turn, in one simulation; read everything back.
+
+    Before every run but the first, the harness writes SOFT_RESET and waits
+    until STATUS shows the NPU quiet: no power cycle and no rebuild between
+    runs. A run may be stopped ``stop_at`` cycles after START with a
+    SOFT_RESET or an ABORT.
+    """
+    run_dir = _run_dir()
+    cfg = json.loads((run_dir / "input.json").read_text())
+    images = np.load(run_dir / "input.npz")
+    runs = cfg["runs"]
+    mem_size = int(cfg["mem_size"])
+    rng = random.Random(cfg.get("seed", 0))
+
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    fast = hasattr(dut, "bd_addr")    # SimTop: the NPU with the HDL memory inside
+    if fast:
+        if cfg.get("backpressure"):
+            raise ValueError("backpressure needs the AxiRam memory (the HDL memory has fixed timing)")
+        dram = FastDram(dut, mem_size, int(cfg["beat"]), slverr=cfg.get("slverr", ()))
+    else:
+        dram = DramModel(dut, mem_size, slverr=cfg.get("slverr", ()))
+        if cfg.get("backpressure"):
+            dram.set_backpressure(rng, float(cfg.get("pause_p", 0.3)))
+    host = NpuHost(dut)
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, 4)
+    dut.rst.value = 0
+    await ClockCycles(dut.clk, 2)
+    ident = await host.read("ID")
+    assert ident == NPU_ID, f"ID register reads {ident:#010x}, expected {NPU_ID:#010x}: not the NPU?"
+    irq = getattr(dut, "irq", None)
+    progress_file, tmp = run_dir / "progress", run_dir / "progress.tmp"
+
+    def on_progress(waited):
         tmp.write_text(str(waited))
         tmp.replace(progress_file)          # atomic: the parent never reads half a number
-        st = await host.status()
-    harness_cycles = round((get_sim_time("ns") - t_start) / CLOCK_NS)
-    sim_wall = time.monotonic() - t_wall
 
-    result = {"status": st["raw"], "done": st["done"], "error": st["error"],
-              "error_code": st["error_code"], "error_name": _code_name(st["error_code"]),
-              "timeout": False, "message": "", "harness_cycles": harness_cycles,
-              "sim_wall_s": sim_wall, "axi_errors": dram.errors[:20]}
-    if not (st["done"] or st["error"]):
-        q = await queue_states(host, dut.clk)
-        c = q["counters"]
-        states = ", ".join(f"{k}: {v}" for k, v in q["states"].items())
-        result.update(timeout=True, counters=c, queue_states=q["states"], message=(
-            f"watchdog: the NPU is neither done nor in error after {timeout} cycles "
-            f"(STATUS={st['raw']:#x}, busy={st['busy']}); {states}; "
-            f"{c['INSTRUCTIONS']} instructions dispatched, BYTES_READ={c['BYTES_READ']}, "
-            f"BYTES_WRITTEN={c['BYTES_WRITTEN']}, CYCLES={c['CYCLES']}"))
-    else:
-        result["counters"] = await host.counters()
-    result["error_pc"] = await host.read("ERROR_PC")
-    result["cycles"] = result["counters"]["CYCLES"]
-    np.savez(run_dir / "output.npz", dram=(await dram.dump()) if fast else dram.dump())
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    dut._log.info("run finished: %s", result["message"] or
-                  f"status {st['raw']:#x} ({result['error_name']}), {result['cycles']} cycles, "
-                  f"{harness_cycles / max(sim_wall, 1e-9):.0f} cycles/s")
-    assert not result["timeout"], result["message"]
+    results = []
+    hung = False
+    for k, run in enumerate(runs):
+        result = {"timeout": False, "message": ""}
+        if k:
+            st, ok = await _stop(host, dut.clk, "soft_reset")
+            if not ok:
+                result.update(timeout=True, message=f"SOFT_RESET before run {k} did not quiet the "
+                              f"NPU in {STOP_TIMEOUT_CYCLES} cycles (STATUS={st['raw']:#x})")
+        dram.faults = [(int(lo), int(hi), _RESP[resp]) for lo, hi, resp in run.get("faults", ())]
+        await dram.load(images[f"dram{run['image']}"])
+        for name, value in run["grant"].items():
+            await host.write(name, int(value))
+        t_wall = time.monotonic()
+        t_start = get_sim_time("ns")
+        await host.write("CONTROL", CONTROL_START)
+        timeout = int(run["timeout_cycles"])
+        stop_at = run.get("stop_at")
+        if stop_at is not None:
+            await ClockCycles(dut.clk, int(stop_at))
+            st, ok = await _stop(host, dut.clk, run.get("stop_kind", "soft_reset"))
+            if not ok:
+                result.update(timeout=True, message=f"{run.get('stop_kind')} {stop_at} cycles after "
+                              f"START did not quiet the NPU in {STOP_TIMEOUT_CYCLES} cycles "
+                              f"(STATUS={st['raw']:#x})")
+        else:
+            st, _ = await _wait(host, dut.clk, irq, lambda s: s["done"] or s["error"], timeout,
+                                on_progress)
+        harness_cycles = round((get_sim_time("ns") - t_start) / CLOCK_NS)
+        sim_wall = time.monotonic() - t_wall
+        result.update({"status": st["raw"], "done": st["done"], "error": st["error"],
+                       "quiet": st["quiet"], "error_code": st["error_code"],
+                       "error_name": _code_name(st["error_code"]), "harness_cycles": harness_cycles,
+                       "sim_wall_s": sim_wall, "axi_errors": dram.errors[-20:]})
+        if stop_at is None and not (st["done"] or st["error"]):
+            q = await queue_states(host, dut.clk)
+            c = q["counters"]
+            states = ", ".join(f"{n}: {v}" for n, v in q["states"].items())
+            result.update(timeout=True, counters=c, queue_states=q["states"], message=(
+                f"watchdog: the NPU is neither done nor in error after {timeout} cycles "
+                f"(STATUS={st['raw']:#x}, busy={st['busy']}); {states}; "
+                f"{c['INSTRUCTIONS']} instructions dispatched, BYTES_READ={c['BYTES_READ']}, "
+                f"BYTES_WRITTEN={c['BYTES_WRITTEN']}, CYCLES={c['CYCLES']}"))
+        else:
+            result["counters"] = await host.counters()
+        result["error_pc"] = await host.read("ERROR_PC")
+        result["cycles"] = result["counters"]["CYCLES"]
+        result["dram"] = f"dram{k}"
+        results.append((result, await dram.dump()))
+        dut._log.info("run %d finished: %s", k, result["message"] or
+                      f"status {st['raw']:#x} ({result['error_name']}), {result['cycles']} cycles, "
+                      f"{harness_cycles / max(sim_wall, 1e-9):.0f} cycles/s")
+        if result["timeout"]:
+            hung = True
+            break
+    np.savez(run_dir / "output.npz", **{r["dram"]: d for r, d in results})
+    (run_dir / "result.json").write_text(json.dumps({"runs": [r for r, _ in results]}, indent=2) + "\n")
+    assert not hung, results[-1][0]["message"]

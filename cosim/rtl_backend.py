@@ -19,10 +19,13 @@ import numpy as np
 from flashnpu.sw.asm import program_bytes
 from flashnpu.sw.config import load_config
 from flashnpu.sw.isa import ErrorCode
+from flashnpu.sw.program import program_grant
+from flashnpu.sw.regmap import DramGrant
 from flashnpu.cosim.build import BuildResult, build_from_sources, run_cocotb, source_key
 from flashnpu.cosim.verilog import to_verilog
 
-__all__ = ["RtlResult", "RtlError", "RtlTimeout", "build_npu", "default_timeout", "run_program",
+__all__ = ["RtlResult", "RtlError", "RtlTimeout", "RunSpec", "build_npu", "default_timeout",
+           "run_program", "run_session",
            "compare_outputs", "cli_run", "HARNESS"]
 
 HARNESS = "flashnpu.cosim.harness"
@@ -60,6 +63,8 @@ class RtlResult:
     status : int
         The last STATUS register value.
     run_dir : Path
+    quiet : bool
+        STATUS showed QUIET at the end (no AXI transaction outstanding, no unit busy).
     """
     dram: np.ndarray
     cycles: int
@@ -72,6 +77,7 @@ class RtlResult:
     status: int = 0
     run_dir: Path | None = None
     build: BuildResult | None = field(default=None, repr=False)
+    quiet: bool = False
 
     @property
     def done(self) -> bool:
@@ -137,26 +143,60 @@ def _words(program):
     return [int(w) for w in program.words]
 
 
-def run_program(config, program, dram_image, *, backpressure: bool = False, waves: bool = False,
-                timeout_cycles: int | None = None, mem_size: int | None = None, slverr=(),
-                seed: int = 0, memory: str = "axiram", lat: int | None = None, progress=None,
-                sim_progress=None, run_dir=None, wall_timeout_s: float = 7200) -> RtlResult:
+@dataclass
+class RunSpec:
+    """One run of a simulation session (:func:`run_session`).
+
+    ``program`` (``.words``, ``.prog_addr``) is written into a copy of
+    ``image``. ``grant`` is what the host writes into ``PROG_ADDR``,
+    ``PROG_END`` and the DMA windows (default: the program's own words as the
+    code window, the whole image as DMA window 0). ``faults`` are
+    ``(lo, hi, "SLVERR" | "DECERR")`` byte ranges the memory answers with an
+    error during this run. ``stop_at`` stops the run that many cycles after
+    START with ``stop_kind`` (``"soft_reset"`` or ``"abort"``).
+    """
+    program: object
+    image: np.ndarray
+    grant: DramGrant | None = None
+    faults: tuple = ()
+    stop_at: int | None = None
+    stop_kind: str = "soft_reset"
+    timeout_cycles: int | None = None
+
+
+def run_program(config, program, dram_image, *, grant: DramGrant | None = None, faults=(),
+                **session_opts) -> RtlResult:
     """Run ``program`` (``.words``, ``.prog_addr``) on the Verilated NPU with DRAM ``dram_image``.
 
-    The program words are written into (a copy of) the image at
-    ``program.prog_addr``. The DRAM is ``mem_size`` bytes (default: the
-    image); an access at or beyond it answers DECERR, one in a ``slverr``
-    range ``(lo, hi)`` SLVERR. ``backpressure`` adds random stalls on every
-    AXI channel. ``timeout_cycles`` (default :func:`default_timeout`) arms the
-    watchdog: :class:`RtlTimeout` then names each queue's state. An NPU error
-    (bad instruction, AXI error) is not an exception: it is ``error_code``.
+    One run of :func:`run_session` (see there for the options). The DRAM is
+    ``mem_size`` bytes (default: the image); an access at or beyond it answers
+    DECERR, one in a ``slverr`` range ``(lo, hi)`` SLVERR, one in a ``faults``
+    range ``(lo, hi, resp)`` ``resp``. An NPU error (bad instruction, AXI
+    error) is not an exception: it is ``error_code``.
+    """
+    timeout = session_opts.pop("timeout_cycles", None)
+    return run_session(config, [RunSpec(program, dram_image, grant=grant, faults=tuple(faults),
+                                        timeout_cycles=timeout)], **session_opts)[0]
+
+
+def run_session(config, runs, *, backpressure: bool = False, waves: bool = False,
+                mem_size: int | None = None, slverr=(), seed: int = 0, memory: str = "axiram",
+                lat: int | None = None, progress=None, sim_progress=None, run_dir=None,
+                wall_timeout_s: float = 7200, pause_p: float = 0.3) -> list[RtlResult]:
+    """Run every :class:`RunSpec` of ``runs`` in turn in one simulation of the Verilated NPU.
+
+    Between two runs the harness writes SOFT_RESET and waits for STATUS QUIET
+    (no power cycle, no rebuild); each run loads its own image. ``backpressure``
+    adds random stalls (probability ``pause_p``) on every AXI channel.
+    ``timeout_cycles`` (default :func:`default_timeout`) arms the watchdog:
+    :class:`RtlTimeout` then names each queue's state.
 
     ``memory`` is ``"axiram"`` (cocotbext-axi's ``AxiRam``: random stalls
     possible, about 20k beats/s) or ``"fast"`` (the HDL memory of
     ``cosim/axi_memory.py`` with latency ``lat``, default 1: one beat per
-    clock, no backpressure, one SLVERR window; its size is
-    :func:`fast_mem_bytes` of the image unless ``mem_size`` is given, and
-    DECERR starts there).
+    clock, no backpressure, one SLVERR range; its size is
+    :func:`fast_mem_bytes` of the largest image unless ``mem_size`` is given,
+    and DECERR starts there).
 
     ``progress(message)`` hears about the build and the start of the
     simulation; ``sim_progress(cycles)`` about the cycles simulated so far,
@@ -172,21 +212,39 @@ def run_program(config, program, dram_image, *, backpressure: bool = False, wave
         raise ValueError("backpressure needs memory='axiram' (the HDL memory has fixed timing)")
     if memory == "fast" and len(slverr) > 1:
         raise ValueError("memory='fast' has one SLVERR window; give at most one slverr range")
-    img = np.array(np.asarray(dram_image, dtype=np.uint8).reshape(-1), copy=True)
-    code = np.frombuffer(program_bytes(_words(program)), dtype=np.uint8)
-    pa = int(program.prog_addr)
-    if pa % 32 or pa + code.size > img.size:
-        raise ValueError(f"program of {code.size} B at prog_addr {pa:#x} does not fit the "
-                         f"{img.size}-byte image (or prog_addr is not 32-byte aligned)")
-    img[pa:pa + code.size] = code
+    if not runs:
+        raise ValueError("runs: give at least one RunSpec")
+    imgs, specs = [], []
+    for k, run in enumerate(runs):
+        img = np.array(np.asarray(run.image, dtype=np.uint8).reshape(-1), copy=True)
+        code = np.frombuffer(program_bytes(_words(run.program)), dtype=np.uint8)
+        pa = int(run.program.prog_addr)
+        if pa % 32 or pa + code.size > img.size:
+            raise ValueError(f"runs[{k}]: program of {code.size} B at prog_addr {pa:#x} does not fit the "
+                             f"{img.size}-byte image (or prog_addr is not 32-byte aligned)")
+        img[pa:pa + code.size] = code
+        grant = run.grant if run.grant is not None else program_grant(run.program, img.size)
+        if grant.prog_addr != pa:
+            raise ValueError(f"runs[{k}]: grant.prog_addr {grant.prog_addr:#x} is not the program's {pa:#x}")
+        for lo, hi, resp in run.faults:
+            if resp not in ("SLVERR", "DECERR"):
+                raise ValueError(f"runs[{k}].faults: resp {resp!r} must be 'SLVERR' or 'DECERR'")
+        if run.stop_kind not in ("soft_reset", "abort"):
+            raise ValueError(f"runs[{k}].stop_kind = {run.stop_kind!r}: must be 'soft_reset' or 'abort'")
+        timeout = int(run.timeout_cycles if run.timeout_cycles is not None
+                      else default_timeout(cfg, run.program))
+        imgs.append(img)
+        specs.append({"image": k, "grant": grant.registers(), "timeout_cycles": timeout,
+                      "faults": [[int(lo), int(hi), resp] for lo, hi, resp in run.faults],
+                      "stop_at": None if run.stop_at is None else int(run.stop_at),
+                      "stop_kind": run.stop_kind})
+    biggest = max(img.size for img in imgs)
     if memory == "axiram":
-        mem_size = int(mem_size if mem_size is not None else img.size)
-    if mem_size is not None and mem_size < img.size:
-        raise ValueError(f"mem_size = {mem_size}: smaller than the image ({img.size} B)")
-    timeout = int(timeout_cycles if timeout_cycles is not None else default_timeout(cfg, program))
-
+        mem_size = int(mem_size if mem_size is not None else biggest)
+    if mem_size is not None and mem_size < biggest:
+        raise ValueError(f"mem_size = {mem_size}: smaller than the image ({biggest} B)")
     if memory == "fast":
-        mem_size = int(mem_size) if mem_size is not None else fast_mem_bytes(img.size)
+        mem_size = int(mem_size) if mem_size is not None else fast_mem_bytes(biggest)
         b = build_sim_top(cfg, mem_bytes=mem_size, lat=1 if lat is None else int(lat), waves=waves,
                           progress=progress)
     else:
@@ -196,35 +254,49 @@ def run_program(config, program, dram_image, *, backpressure: bool = False, wave
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=b.dir))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(run_dir / "input.npz", dram=img)
+    # Each image fills the whole memory, so that a run never sees an earlier run's bytes.
+    np.savez(run_dir / "input.npz", **{f"dram{k}": np.concatenate(
+        [img, np.zeros(mem_size - img.size, dtype=np.uint8)]) for k, img in enumerate(imgs)})
     (run_dir / "input.json").write_text(json.dumps({
-        "prog_addr": pa, "mem_size": mem_size, "timeout_cycles": timeout,
-        "backpressure": bool(backpressure), "seed": int(seed), "beat": cfg.dma_beat_bytes,
-        "slverr": [[int(lo), int(hi)] for lo, hi in slverr]}, indent=2))
+        "mem_size": mem_size, "backpressure": bool(backpressure), "pause_p": float(pause_p),
+        "seed": int(seed), "beat": cfg.dma_beat_bytes,
+        "slverr": [[int(lo), int(hi)] for lo, hi in slverr], "runs": specs}, indent=2))
     for f in ("output.npz", "result.json"):
         (run_dir / f).unlink(missing_ok=True)
     if progress is not None:
-        progress(f"simulating ({len(program.words)} instructions, watchdog {timeout} cycles)")
+        n = sum(len(r.program.words) for r in runs)
+        progress(f"simulating ({len(runs)} run(s), {n} instructions, watchdog "
+                 f"{max(sp['timeout_cycles'] for sp in specs)} cycles)")
     res = run_cocotb(b, HARNESS, run_dir=run_dir, waves=waves, timeout_s=wall_timeout_s,
                      on_progress=sim_progress)
     rfile = run_dir / "result.json"
     if not rfile.exists():
         raise RtlError(f"the RTL run did not complete: {res.summary()}")
-    r = json.loads(rfile.read_text())
-    if r.get("timeout"):
-        raise RtlTimeout(r["message"] + f" (run folder {run_dir})")
+    rs = json.loads(rfile.read_text())["runs"]
+    for r in rs:
+        if r.get("timeout"):
+            raise RtlTimeout(r["message"] + f" (run folder {run_dir})")
     if not res.passed:
         raise RtlError(f"the cocotb harness failed: {res.summary()}")
-    dram = np.load(run_dir / "output.npz")["dram"]
-    try:
-        code = ErrorCode(r["error_code"])
-    except ValueError:
-        raise RtlError(f"STATUS {r['status']:#x} holds an error code {r['error_code']} "
-                       "that sw/isa.py does not know")
-    return RtlResult(dram=dram, cycles=int(r["cycles"]), counters=r["counters"], error_code=code,
-                     error_pc=int(r["error_pc"]), wall_s=time.monotonic() - t0,
-                     build_s=b.build_s, sim_wall_s=float(r["sim_wall_s"]), status=int(r["status"]),
-                     run_dir=run_dir, build=b)
+    if len(rs) != len(runs):
+        raise RtlError(f"the harness reported {len(rs)} of {len(runs)} runs (run folder {run_dir})")
+    out = np.load(run_dir / "output.npz")
+    results = []
+    for k, r in enumerate(rs):
+        dram = out[r["dram"]]
+        if memory == "fast":
+            dram = dram[:imgs[k].size]        # the HDL memory is larger than the image
+        try:
+            code = ErrorCode(r["error_code"])
+        except ValueError:
+            raise RtlError(f"STATUS {r['status']:#x} holds an error code {r['error_code']} "
+                           "that sw/isa.py does not know")
+        results.append(RtlResult(dram=dram, cycles=int(r["cycles"]), counters=r["counters"],
+                                 error_code=code, error_pc=int(r["error_pc"]),
+                                 wall_s=time.monotonic() - t0, build_s=b.build_s,
+                                 sim_wall_s=float(r["sim_wall_s"]), status=int(r["status"]),
+                                 run_dir=run_dir, build=b, quiet=bool(r.get("quiet"))))
+    return results
 
 
 # ============================================================ command line
@@ -272,7 +344,7 @@ def cli_run(args) -> int:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     try:
-        gold = GoldenNPU(cfg).run(image, prog.prog_addr).dram
+        gold = GoldenNPU(cfg).run(image, grant=program_grant(prog)).dram
         gold_err = None
     except NpuError as e:
         gold, gold_err = None, e

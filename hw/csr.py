@@ -4,10 +4,11 @@ from amaranth import *
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.sw.regmap import (COUNTERS, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REGISTERS,
-                                STATUS_CODE_SHIFT)
+from flashnpu.sw.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, DMA_WINDOWS,
+                                NPU_ID, REGISTERS, STATUS_BUSY, STATUS_CODE_SHIFT, STATUS_DONE,
+                                STATUS_ERROR, STATUS_QUIET, STATUS_RESETTING, window_registers)
 from flashnpu.hw.axi import AXI4LiteSignature, RESP_OKAY
-from flashnpu.hw.signatures import ERROR_SHAPE
+from flashnpu.hw.signatures import ERROR_SHAPE, GRANT_LAYOUT
 
 __all__ = ["ControlRegisters", "counter_layout"]
 
@@ -53,15 +54,18 @@ class ControlRegisters(wiring.Component):
         ignore writes, both with OKAY; so do writes to read-only registers.
     start : Out(1)
         One-cycle pulse, the cycle after a write of ``CONTROL`` with bit
-        ``START`` set while ``busy`` is low (a START while busy is ignored).
-    soft_reset : Out(1)
-        One-cycle pulse, the cycle after a write of ``CONTROL`` with bit
-        ``SOFT_RESET`` set. ``PROG_ADDR`` keeps its value; counters clear.
-    prog_addr : Out(32)
-        The ``PROG_ADDR`` register.
-    busy, done : In(1)
-        Levels from the sequencer, shown in ``STATUS``; ``CYCLES`` counts while
-        ``busy``.
+        ``START`` set while ``busy`` and ``resetting`` are low and ``quiet`` is
+        high (any other START is ignored).
+    soft_reset, abort : Out(1)
+        One-cycle pulses, the cycle after a write of ``CONTROL`` with bit
+        ``SOFT_RESET`` / ``ABORT`` set: requests that the NPU's stop control
+        carries out once the bus is quiet. The registers keep their values.
+    grant : Out(GRANT_LAYOUT)
+        ``PROG_ADDR``, ``PROG_END`` and the DMA windows (``DMA_BASEi``, ``DMA_LIMITi``).
+    busy, done, quiet, resetting : In(1)
+        Levels shown in ``STATUS``; ``CYCLES`` counts while ``busy``.
+    clear : In(1)
+        Pulse: the NPU's blocks were reset (SOFT_RESET done); the counters clear.
     error_code : In(ERROR_SHAPE)
         The sequencer's ErrorCode (a level; 0 for none), shown in ``STATUS``.
     error_pc : In(32)
@@ -84,15 +88,30 @@ class ControlRegisters(wiring.Component):
             "s_axil": In(AXI4LiteSignature(addr_width=addr_width, data_width=32)),
             "start": Out(1),
             "soft_reset": Out(1),
-            "prog_addr": Out(32),
+            "abort": Out(1),
+            "grant": Out(GRANT_LAYOUT),
             "busy": In(1),
             "done": In(1),
+            "quiet": In(1),
+            "resetting": In(1),
+            "clear": In(1),
             "error_code": In(ERROR_SHAPE),
             "error_pc": In(32),
             "count": In(counter_layout(config)),
         })
         self.counters = {name: Signal(64, name=f"cnt_{name.lower()}") for name, _ in COUNTERS}
+        # The read/write registers, each a 32-bit field of ``grant``.
+        self._rw = {"PROG_ADDR": self.grant.prog_addr, "PROG_END": self.grant.prog_end}
+        for i in range(DMA_WINDOWS):
+            base, limit = window_registers(i)
+            self._rw[base] = self.grant.windows[i].base
+            self._rw[limit] = self.grant.windows[i].limit
         self._latches = {name: Signal(32, name=f"hi_{name.lower()}") for name, _ in COUNTERS}
+
+    @property
+    def prog_addr(self):
+        """The ``PROG_ADDR`` register."""
+        return self.grant.prog_addr
 
     def elaborate(self, platform):
         m = Module()
@@ -101,7 +120,7 @@ class ControlRegisters(wiring.Component):
 
         # ------------------------------------------------------------ counters
         clear = Signal()
-        m.d.comb += clear.eq(self.start | self.soft_reset)
+        m.d.comb += clear.eq(self.start | self.clear)
         for name, cnt in self.counters.items():
             inc = self.busy if name == SELF_COUNTED else getattr(self.count, name.lower())
             with m.If(clear):
@@ -111,17 +130,19 @@ class ControlRegisters(wiring.Component):
 
         # ------------------------------------------------------ register values
         status = Signal(32)
-        m.d.comb += status.eq(self.busy | (self.done << 1) | ((self.error_code != 0) << 2)
+        m.d.comb += status.eq(Mux(self.busy, STATUS_BUSY, 0) | Mux(self.done, STATUS_DONE, 0)
+                              | Mux(self.error_code != 0, STATUS_ERROR, 0)
+                              | Mux(self.quiet, STATUS_QUIET, 0) | Mux(self.resetting, STATUS_RESETTING, 0)
                               | (self.error_code << STATUS_CODE_SHIFT))
         config_word = (cfg.dim & 0xFF) | ((cfg.dma_beat_bytes.bit_length() - 1) << 8) \
-            | ((cfg.queue_depth & 0xFF) << 16)
+            | (cfg.queue_depth << 16)
         fixed = {
             "ID": C(NPU_ID, 32),
             "CONFIG": C(config_word, 32),
             "CONTROL": C(0, 32),
             "STATUS": status,
-            "PROG_ADDR": self.prog_addr,
             "ERROR_PC": self.error_pc,
+            **self._rw,
         }
 
         # ---------------------------------------------------------------- read
@@ -157,7 +178,7 @@ class ControlRegisters(wiring.Component):
             m.d.sync += [bus.awready.eq(1), bus.wready.eq(1)]
         with m.Else():
             m.d.sync += [bus.awready.eq(0), bus.wready.eq(0)]
-        m.d.sync += [self.start.eq(0), self.soft_reset.eq(0)]
+        m.d.sync += [self.start.eq(0), self.soft_reset.eq(0), self.abort.eq(0)]
         with m.If(bus.awvalid & bus.awready):
             m.d.sync += [bus.bvalid.eq(1), bus.bresp.eq(RESP_OKAY)]
             with m.Switch(bus.awaddr[word]):
@@ -165,15 +186,18 @@ class ControlRegisters(wiring.Component):
                     if reg.access == "ro":
                         continue
                     with m.Case(reg.offset >> 2):
-                        if reg.name == "PROG_ADDR":
+                        if reg.name in self._rw:
+                            target = self._rw[reg.name]
                             for i in range(4):
                                 with m.If(bus.wstrb[i]):
-                                    m.d.sync += self.prog_addr[8 * i:8 * i + 8].eq(bus.wdata[8 * i:8 * i + 8])
+                                    m.d.sync += target[8 * i:8 * i + 8].eq(bus.wdata[8 * i:8 * i + 8])
                         elif reg.name == "CONTROL":
                             with m.If(bus.wstrb[0]):
                                 m.d.sync += [
-                                    self.start.eq((bus.wdata & CONTROL_START).any() & ~self.busy),
+                                    self.start.eq((bus.wdata & CONTROL_START).any() & ~self.busy
+                                                  & self.quiet & ~self.resetting),
                                     self.soft_reset.eq((bus.wdata & CONTROL_SOFT_RESET).any()),
+                                    self.abort.eq((bus.wdata & CONTROL_ABORT).any()),
                                 ]
                         else:
                             raise NotImplementedError(f"writable register {reg.name} has no sink in ControlRegisters")

@@ -203,6 +203,13 @@ class DmaEngine(wiring.Component):
         STORE reads.
     bytes_read_inc, bytes_written_inc : Out(range(beat_bytes + 1))
         LOAD data bytes received on R / STORE data bytes sent on W this cycle.
+    stop : In(1)
+        Level: start no new AXI transaction (no AR, no AW); the transactions
+        already started finish (every R beat is taken, the W beats of every
+        AW issued are sent, every B is taken). For an abort; a reset follows.
+    bus_busy : Out(1)
+        An AXI transaction is outstanding or being offered (a request not yet
+        taken, R beats or B responses still due, W beats still to send).
     """
 
     def __init__(self, config, *, fetch_depth=4):
@@ -223,6 +230,8 @@ class DmaEngine(wiring.Component):
             "acc_rd": Out(SramReadSignature(addr_width=SRAM_ADDR_WIDTH, data_width=dim * 32)),
             "bytes_read_inc": Out(range(beat + 1)),
             "bytes_written_inc": Out(range(beat + 1)),
+            "stop": In(1),
+            "bus_busy": Out(1),
         })
 
     def elaborate(self, platform):
@@ -318,7 +327,7 @@ class DmaEngine(wiring.Component):
         fifo_resp = m.submodules.fetch_resp = fifo.SyncFIFO(width=INSTR_BYTES * 8 + 1, depth=fdepth)
         f_inflight = Signal(range(fdepth + 1))
         f_can = Signal()
-        m.d.comb += f_can.eq(fe.req.valid & (f_inflight + fifo_resp.level < fdepth))
+        m.d.comb += f_can.eq(fe.req.valid & (f_inflight + fifo_resp.level < fdepth) & ~self.stop)
         m.d.comb += [fe.resp.valid.eq(fifo_resp.r_rdy),
                      fe.resp.payload.word.eq(fifo_resp.r_data[:INSTR_BYTES * 8]),
                      fe.resp.payload.error.eq(fifo_resp.r_data[-1]),
@@ -333,7 +342,7 @@ class DmaEngine(wiring.Component):
         ar_free = Signal()
         m.d.comb += ar_free.eq(~axi.arvalid | axi.arready)
         ld_can = Signal()
-        m.d.comb += ld_can.eq(rplan.valid & ~slot_busy[iptr] & (ld_err == 0))
+        m.d.comb += ld_can.eq(rplan.valid & ~slot_busy[iptr] & (ld_err == 0) & ~self.stop)
         with m.If(ar_free):
             with m.If(f_can):
                 # Fetch first: the sequencer waits on it, and it is short.
@@ -486,7 +495,7 @@ class DmaEngine(wiring.Component):
         aw_take = Signal()
         aw_count = Signal(32)  # AWs of the STORE being planned
         with m.If(~axi.awvalid | axi.awready):
-            with m.If(wplan.valid & wlen.w_rdy & (st_err == 0)):
+            with m.If(wplan.valid & wlen.w_rdy & (st_err == 0) & ~self.stop):
                 m.d.comb += [aw_take.eq(1), wplan.take.eq(1),
                              wlen.w_en.eq(1), wlen.w_data.eq(wplan.len - 1)]
                 m.d.sync += [axi.awvalid.eq(1), axi.awaddr.eq(wplan.addr),
@@ -568,4 +577,10 @@ class DmaEngine(wiring.Component):
         with m.If((st_err != 0) & (b_out == 0) & ~bq_valid & ~wlen.r_rdy & ~axi.awvalid):
             m.d.sync += st_inflight.eq(0)
             m.d.comb += wplan.abort.eq(1)
+
+        # ============================================================ bus state
+        m.d.comb += self.bus_busy.eq(
+            axi.arvalid | any_busy | (f_inflight != 0) | q_valid
+            | axi.awvalid | wlen.r_rdy | p1_valid | wbuf.r_rdy | axi.wvalid
+            | (b_out != 0) | bq_valid)
         return m

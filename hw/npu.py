@@ -14,6 +14,7 @@ from flashnpu.hw.dma_engine import DmaEngine
 from flashnpu.hw.matrix_unit import MatrixUnit
 from flashnpu.hw.sequencer import Sequencer
 from flashnpu.hw.sram import BankedSram
+from flashnpu.hw.stop_control import StopControl
 from flashnpu.hw.vector_unit import VectorUnit
 from flashnpu.sw.isa import Queue
 
@@ -38,8 +39,8 @@ class NPU(wiring.Component):
     s_axil : In(AXI4LiteSignature(addr_width=8))
         The registers of ``sw/regmap.py``.
     irq : Out(1)
-        Level: the program finished (``done``) or stopped with an error;
-        cleared by the next ``START`` or by ``SOFT_RESET``.
+        Level: the program finished (``done``) or stopped with an error
+        (``ABORTED`` included); cleared by the next ``START`` or by ``SOFT_RESET``.
 
     Attributes
     ----------
@@ -58,6 +59,7 @@ class NPU(wiring.Component):
         cfg = config
         dim = cfg.dim
         self.csr = ControlRegisters(cfg)
+        self.stop = StopControl()
         self.seq = Sequencer(cfg)
         self.dma = DmaEngine(cfg, fetch_depth=self.seq.max_fetch)
         self.matrix = MatrixUnit(cfg)
@@ -72,11 +74,24 @@ class NPU(wiring.Component):
         csr, seq, dma, mu, vu, spad, acc = (self.csr, self.seq, self.dma, self.matrix, self.vector,
                                              self.spad, self.acc)
         m.submodules.csr = csr
-        # SOFT_RESET returns every block but the registers to reset (SRAM
-        # contents stay; only their port registers reset).
-        for name, block in (("seq", seq), ("dma", dma), ("matrix", mu), ("vector", vu),
-                            ("spad", spad), ("acc", acc)):
-            m.submodules[name] = ResetInserter(csr.soft_reset)(block)
+        m.submodules.stop = stop = self.stop
+        # SOFT_RESET returns every block but the registers to reset once the
+        # bus is quiet (SRAM contents stay; only their port registers reset).
+        # START also resets the DMA engine, which is quiet then, so that no
+        # state of an earlier run that ended in an error or an abort remains.
+        for name, block in (("seq", seq), ("matrix", mu), ("vector", vu), ("spad", spad), ("acc", acc)):
+            m.submodules[name] = ResetInserter(stop.reset_blocks)(block)
+        m.submodules.dma = ResetInserter(stop.reset_blocks | csr.start)(dma)
+        m.d.comb += [
+            stop.soft_reset.eq(csr.soft_reset),
+            stop.bus_busy.eq(dma.bus_busy),
+            seq.abort.eq(csr.abort | stop.resetting),
+            seq.bus_busy.eq(dma.bus_busy),
+            dma.stop.eq(seq.bus_stop | stop.resetting),
+            csr.clear.eq(stop.reset_blocks),
+            csr.resetting.eq(stop.resetting),
+            csr.quiet.eq(~dma.bus_busy & ~seq.matrix.busy & ~seq.vector.busy),
+        ]
 
         wiring.connect(m, wiring.flipped(self.s_axil), csr.s_axil)
         wiring.connect(m, wiring.flipped(self.m_axi), dma.m_axi)
@@ -105,7 +120,7 @@ class NPU(wiring.Component):
         # Host registers.
         m.d.comb += [
             seq.start.eq(csr.start),
-            seq.prog_addr.eq(csr.prog_addr),
+            seq.grant.eq(csr.grant),
             csr.busy.eq(seq.busy),
             csr.done.eq(seq.done),
             csr.error_code.eq(seq.error_code),

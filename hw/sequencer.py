@@ -11,7 +11,8 @@ from amaranth.lib.wiring import In, Out
 
 from flashnpu.sw.isa import INSTR_BYTES, INSTR_LAYOUT, OPCODE_QUEUE, ErrorCode, Opcode, Queue
 from flashnpu.hw.decoder import InstrChecker
-from flashnpu.hw.signatures import ERROR_SHAPE, FetchSignature, UnitSignature
+from flashnpu.hw.signatures import ERROR_SHAPE, GRANT_LAYOUT, FetchSignature, UnitSignature
+from flashnpu.hw.window_checker import DramWindowChecker
 
 __all__ = ["Sequencer", "UNIT_NAMES"]
 
@@ -39,9 +40,20 @@ class Sequencer(wiring.Component):
     Members
     -------
     start : In(1)
-        Pulse: run the program at ``prog_addr`` (ignored while ``busy``).
-    prog_addr : In(32)
-        Byte address of instruction 0; instruction *k* is at ``prog_addr + 32*k``.
+        Pulse: run the program at ``grant.prog_addr`` (ignored while ``busy``).
+    grant : In(GRANT_LAYOUT)
+        The host's grant, latched at ``start``: instruction *k* is at
+        ``prog_addr + 32*k`` and is fetched only inside ``[prog_addr, prog_end)``;
+        LOAD/STORE extents are checked against the DMA windows at dispatch.
+    abort : In(1)
+        Level: stop at once, without finishing anything; the run ends with
+        ``ABORTED`` once the bus is quiet and the matrix and vector units idle.
+    bus_busy : In(1)
+        The DMA has AXI transactions outstanding; a run ends (done or error)
+        only when it is low, so the host never sees a stopped NPU with bus
+        traffic in flight.
+    bus_stop : Out(1)
+        Level: the DMA must start no new AXI transaction (an abort).
     fetch : Out(FetchSignature())
         Instruction reads; responses in request order.
     load, store, matrix, vector : Out(UnitSignature())
@@ -52,9 +64,14 @@ class Sequencer(wiring.Component):
         HALT retired with every queue drained and every counter at zero; held
         until the next ``start``.
     error_code : Out(ERROR_SHAPE)
-        The first ``ErrorCode`` (0: none), held until the next ``start``.
+        The ``ErrorCode`` of the oldest failing instruction (0: none), held
+        until the next ``start``. Errors are precise: every older instruction
+        completes first, no younger one is issued, and a STORE is issued only
+        when every older LOAD and STORE has completed, so that no younger
+        STORE has written DRAM.
     error_pc : Out(32)
-        Index of the instruction that failed.
+        Index of the instruction that failed (for ``ABORTED``: the first one
+        not dispatched).
     stall : Out(4)
         Bit *q*: queue *q* has a head instruction waiting for a token.
     dispatch_stall : Out(1)
@@ -70,7 +87,10 @@ class Sequencer(wiring.Component):
         self._deadlock_cycles = deadlock_cycles
         super().__init__({
             "start": In(1),
-            "prog_addr": In(32),
+            "grant": In(GRANT_LAYOUT),
+            "abort": In(1),
+            "bus_busy": In(1),
+            "bus_stop": Out(1),
             "fetch": Out(FetchSignature()),
             **{name: Out(UnitSignature()) for name in UNIT_NAMES.values()},
             "busy": Out(1),
@@ -103,7 +123,8 @@ class Sequencer(wiring.Component):
         # HALT or an error, or left from an earlier run) are taken and dropped,
         # so the fetch path never holds stale words.
         fetching = Signal()    # this run still wants instruction words
-        base = Signal(32)
+        grant = Signal(GRANT_LAYOUT)
+        base = grant.prog_addr
         req_pc = Signal(32)
         resp_pc = Signal(32)
         outstanding = Signal(range(self._max_fetch + 1))
@@ -111,9 +132,17 @@ class Sequencer(wiring.Component):
         fe = self.fetch
         req_hs = Signal()
         resp_hs = Signal()
+        # Words are requested only inside the code window and the AXI range.
+        req_addr = Signal(34)
+        req_in_window = Signal()
         m.d.comb += [
-            fe.req.valid.eq(fetching & (outstanding < self._max_fetch)),
-            fe.req.payload.addr.eq(base + req_pc * INSTR_BYTES),
+            req_addr.eq(base + req_pc * INSTR_BYTES),
+            req_in_window.eq((req_addr + INSTR_BYTES <= grant.prog_end)
+                             & (req_addr + INSTR_BYTES <= (1 << cfg.axi_addr_bits))),
+        ]
+        m.d.comb += [
+            fe.req.valid.eq(fetching & req_in_window & (outstanding < self._max_fetch) & ~self.abort),
+            fe.req.payload.addr.eq(req_addr),
             req_hs.eq(fe.req.valid & fe.req.ready),
             resp_hs.eq(fe.resp.valid & fe.resp.ready),
         ]
@@ -130,10 +159,16 @@ class Sequencer(wiring.Component):
         f_word = Signal(INSTR_LAYOUT)
         f_pc = Signal(32)
         f_ferr = Signal()
+        f_werr = Signal()      # the word is outside the code window (never fetched)
         checker = m.submodules.checker = InstrChecker(cfg)
-        m.d.comb += checker.word.eq(f_word)
+        windows = m.submodules.windows = DramWindowChecker(cfg)
+        m.d.comb += [checker.word.eq(f_word), windows.word.eq(f_word), windows.grant.eq(grant)]
         f_code = Signal(ERROR_SHAPE)
-        m.d.comb += f_code.eq(Mux(f_ferr, ErrorCode.FETCH_ERROR, checker.error))
+        f_tok_code = Signal(ERROR_SHAPE)   # the program-order token check (below)
+        m.d.comb += f_code.eq(Mux(f_ferr, ErrorCode.FETCH_ERROR,
+                                  Mux(f_werr, ErrorCode.FETCH_WINDOW,
+                                      Mux(checker.error != 0, checker.error,
+                                          Mux(windows.error != 0, windows.error, f_tok_code)))))
         f_halt = Signal()
         m.d.comb += f_halt.eq(f_word.opcode == Opcode.HALT)
         f_queue = Signal(range(4))
@@ -159,7 +194,7 @@ class Sequencer(wiring.Component):
         m.d.comb += q_wrdy.eq(Cat(*(f.w_rdy for f in qf)))
 
         active = Signal()      # may dispatch
-        m.d.comb += active.eq(self.busy & ~stopping)
+        m.d.comb += active.eq(self.busy & ~stopping & ~self.abort)
         f_take = Signal()      # F is emptied this cycle
         with m.If(f_valid & active):
             with m.If(f_code != 0):
@@ -187,20 +222,56 @@ class Sequencer(wiring.Component):
                 m.d.sync += stale.eq(stale - 1)
         with m.If(resp_hs & ~discard):
             m.d.sync += [f_valid.eq(1), f_word.eq(fe.resp.payload.word), f_pc.eq(resp_pc),
-                         f_ferr.eq(fe.resp.payload.error), resp_pc.eq(resp_pc + 1)]
+                         f_ferr.eq(fe.resp.payload.error), f_werr.eq(0), resp_pc.eq(resp_pc + 1)]
+        with m.Elif(fetching & ~req_in_window & (outstanding == 0) & (stale == 0)
+                    & (resp_pc == req_pc) & (~f_valid | f_take)):
+            # Every word inside the window is in; the next one is outside it.
+            m.d.sync += [f_valid.eq(1), f_word.eq(0), f_pc.eq(resp_pc), f_ferr.eq(0), f_werr.eq(1),
+                         resp_pc.eq(resp_pc + 1)]
         with m.Elif(f_take | ~fetching):
             m.d.sync += f_valid.eq(0)
 
         # ------------------------------------------------------ token counters
-        tok = {(s, d): Signal(cfg.token_bits, name=f"tok_{s.name.lower()}_{d.name.lower()}")
-               for s in queues for d in queues if s != d}
+        # Program-order counters, updated at dispatch: a pop of an empty one is
+        # TOKEN_UNDERFLOW, a push of a full one TOKEN_OVERFLOW, both at that
+        # instruction (as the golden model). A program that passes can neither
+        # deadlock nor push a run-time counter past tok_max + queue_depth (the
+        # pops still queued), so the run-time counters are that wide and never wrap.
+        pairs = [(s, d) for s in queues for d in queues if s != d]
+        dtok = {(s, d): Signal(cfg.token_bits, name=f"dtok_{s.name.lower()}_{d.name.lower()}")
+                for s, d in pairs}
+        tok = {(s, d): Signal(range(tok_max + cfg.queue_depth + 1),
+                              name=f"tok_{s.name.lower()}_{d.name.lower()}")
+               for s, d in pairs}
+        f_under = Signal()
+        f_over = Signal()
+        m.d.comb += [
+            f_under.eq(Cat(*(f_word.wait[s] & (f_queue == d) & (dtok[s, d] == 0)
+                             for s, d in pairs)).any()),
+            f_over.eq(Cat(*(f_word.signal[d] & (f_queue == s) & (dtok[s, d] == tok_max)
+                            for s, d in pairs)).any()),
+            f_tok_code.eq(Mux(f_halt, 0, Mux(f_under, ErrorCode.TOKEN_UNDERFLOW,
+                                             Mux(f_over, ErrorCode.TOKEN_OVERFLOW, 0)))),
+        ]
+        f_dispatch = Signal()   # a legal non-HALT word enters its queue
+        m.d.comb += f_dispatch.eq(Cat(*(f.w_en for f in qf)).any())
+        for (s, d), c in dtok.items():
+            with m.If(f_dispatch & (f_queue == d) & f_word.wait[s]):
+                m.d.sync += c.eq(c - 1)
+            with m.If(f_dispatch & (f_queue == s) & f_word.signal[d]):
+                m.d.sync += c.eq(c + 1)
 
         # ------------------------------------------------------ issue to units
+        # A head is issued when its tokens are there, its unit's in-flight FIFO
+        # has room, it is older than a pending stop, and (a STORE) no STORE is
+        # in flight and no older LOAD is incomplete: then an error of any LOAD
+        # or STORE leaves every younger STORE unissued (precise DRAM).
         infl = []
         head_pc = []
         tokens_ok = []
         take = []
-        for q, unit in zip(queues, units):
+        eligible = []
+        for q in queues:
             f = qf[q]
             head = Signal(INSTR_LAYOUT, name=f"head_{q.name.lower()}")
             hpc = Signal(32, name=f"head_pc_{q.name.lower()}")
@@ -209,24 +280,39 @@ class Sequencer(wiring.Component):
             m.d.comb += ok.eq(Cat(*(~head.wait[s] | (tok[s, q] != 0) for s in queues if s != q)).all())
             i = ResetInserter(go)(fifo.SyncFIFO(width=4 + 32, depth=self._inflight_depth))
             m.submodules[f"inflight_{UNIT_NAMES[q]}"] = i
-            t = Signal(name=f"take_{q.name.lower()}")
-            m.d.comb += [
-                unit.instr.payload.eq(head),
-                unit.instr.valid.eq(self.busy & f.r_rdy & ok & i.w_rdy),
-                t.eq(unit.instr.valid & unit.instr.ready),
-                f.r_en.eq(t),
-                i.w_en.eq(t), i.w_data.eq(Cat(head.signal, hpc)),
-                i.r_en.eq(unit.done),
-                self.stall[q].eq(self.busy & f.r_rdy & ~ok),
-            ]
+            el = Signal(name=f"eligible_{q.name.lower()}")
+            m.d.comb += el.eq(f.r_rdy & (~stopping | (hpc < stop_pc)) & ~self.abort)
             infl.append(i)
             head_pc.append(hpc)
             tokens_ok.append(ok)
+            eligible.append(el)
+        # The oldest LOAD not yet complete (LOADs complete in order).
+        load_pending = Signal()
+        load_pc = Signal(32)
+        m.d.comb += [
+            load_pending.eq(infl[Queue.LOAD].r_rdy | qf[Queue.LOAD].r_rdy),
+            load_pc.eq(Mux(infl[Queue.LOAD].r_rdy, infl[Queue.LOAD].r_data[4:], head_pc[Queue.LOAD])),
+        ]
+        store_ordered = Signal()
+        m.d.comb += store_ordered.eq(~infl[Queue.STORE].r_rdy
+                                     & (~load_pending | (load_pc > head_pc[Queue.STORE])))
+        for q, unit in zip(queues, units):
+            f, i, ok, el, hpc = qf[q], infl[q], tokens_ok[q], eligible[q], head_pc[q]
+            order = store_ordered if q == Queue.STORE else C(1)
+            t = Signal(name=f"take_{q.name.lower()}")
+            m.d.comb += [
+                unit.instr.payload.eq(Cat(f.r_data[:INSTR_LAYOUT.size])),
+                unit.instr.valid.eq(self.busy & el & ok & order & i.w_rdy),
+                t.eq(unit.instr.valid & unit.instr.ready),
+                f.r_en.eq(t),
+                i.w_en.eq(t), i.w_data.eq(Cat(unit.instr.payload.signal, hpc)),
+                i.r_en.eq(unit.done),
+                self.stall[q].eq(self.busy & f.r_rdy & ~ok),
+            ]
             take.append(t)
 
         # Counter s -> d: popped when d's head is taken with wait bit s, pushed
         # when s completes an instruction with signal bit d. At most one of each per cycle.
-        overflow = Signal(4)   # bit s: unit s's completion overflows a counter
         for (s, d), c in tok.items():
             i = infl[s]
             pop = Signal(name=f"pop_{s.name.lower()}_{d.name.lower()}")
@@ -235,62 +321,67 @@ class Sequencer(wiring.Component):
                 pop.eq(take[d] & units[d].instr.payload.wait[s]),
                 push.eq(units[s].done & i.r_rdy & i.r_data[d]),
             ]
-            with m.If(push & ~pop & (c == tok_max)):
-                m.d.comb += overflow[s].eq(1)
-            with m.Else():
-                m.d.sync += c.eq(c + push - pop)
+            m.d.sync += c.eq(c + push - pop)
         tokens_left = Signal()
-        m.d.comb += tokens_left.eq(Cat(*(c != 0 for c in tok.values())).any())
+        m.d.comb += tokens_left.eq(Cat(*(c != 0 for c in dtok.values())).any())
+
+        # ------------------------------------------------------------ idle
+        # A unit is idle when nothing runs on it and nothing is in flight; a unit
+        # with an error never completes its failing instruction, so only its busy counts.
+        unit_idle = [~u.busy & (~i.r_rdy | (u.error != 0)) for u, i in zip(units, infl)]
+        units_idle = Signal()
+        m.d.comb += units_idle.eq(Cat(*unit_idle).all())
+        any_eligible = Signal()
+        m.d.comb += any_eligible.eq(Cat(*eligible).any())
 
         # ------------------------------------------------------------ deadlock
-        # Nothing runs, nothing is in flight, every queue head waits for a token
-        # and dispatch cannot add anything: no token can ever arrive.
-        units_idle = Signal()
-        m.d.comb += units_idle.eq(Cat(*(~u.busy & ~i.r_rdy for u, i in zip(units, infl))).all())
-        heads_blocked = Cat(*(~f.r_rdy | ~ok for f, ok in zip(qf, tokens_ok))).all()
-        any_head = Cat(*(f.r_rdy for f in qf)).any()
+        # A safety net (the dispatch checks leave no program that deadlocks):
+        # nothing runs, every eligible head waits for a token, dispatch cannot add anything.
+        heads_blocked = Cat(*(~el | ~ok for el, ok in zip(eligible, tokens_ok))).all()
         dl_cond = Signal()
-        m.d.comb += dl_cond.eq(self.busy & units_idle & heads_blocked & any_head
+        m.d.comb += dl_cond.eq(self.busy & units_idle & heads_blocked & any_eligible
                                & (stopping | self.dispatch_stall))
         dl_count = Signal(range(self._deadlock_cycles + 1))
         m.d.sync += dl_count.eq(Mux(dl_cond, dl_count + 1, 0))
-        # The oldest blocked head: every older instruction has completed, so it
-        # is the instruction whose token was never pushed in program order.
         dl_pc = Signal(32)
         have = C(0)
         pc_acc = C(0, 32)
-        for f, hpc in zip(qf, head_pc):
-            better = f.r_rdy & (~have | (hpc < pc_acc))
+        for el, hpc in zip(eligible, head_pc):
+            better = el & (~have | (hpc < pc_acc))
             pc_acc = Mux(better, hpc, pc_acc)
-            have = have | f.r_rdy
+            have = have | el
         m.d.comb += dl_pc.eq(pc_acc)
 
         # -------------------------------------------------------------- errors
-        # Errors of instructions already issued stop the NPU at once; the first
-        # (in this priority, for errors of the same cycle) wins.
-        def oldest_pc(q):
-            return Mux(infl[q].r_rdy, infl[q].r_data[4:], head_pc[q])
-
+        # A unit error stops dispatch and becomes the pending stop if it is
+        # older than the one pending; older instructions still run to completion.
         err = Signal(ERROR_SHAPE)
         err_pc = Signal(32)
-        with m.If(units[0].error != 0):
-            m.d.comb += [err.eq(units[0].error), err_pc.eq(oldest_pc(0))]
-        for q in queues[1:]:
-            with m.Elif(units[q].error != 0):
-                m.d.comb += [err.eq(units[q].error), err_pc.eq(oldest_pc(q))]
-        for q in queues:
-            with m.Elif(overflow[q]):
-                m.d.comb += [err.eq(ErrorCode.TOKEN_OVERFLOW), err_pc.eq(infl[q].r_data[4:])]
+        for k, q in enumerate(queues):
+            with (m.If if k == 0 else m.Elif)((units[q].error != 0) & infl[q].r_rdy
+                                              & (~stopping | (infl[q].r_data[4:] < stop_pc))):
+                m.d.comb += [err.eq(units[q].error), err_pc.eq(infl[q].r_data[4:])]
         with m.Elif(dl_cond & (dl_count == self._deadlock_cycles - 1)):
             m.d.comb += [err.eq(ErrorCode.DEADLOCK), err_pc.eq(dl_pc)]
+        with m.If(self.busy & (err != 0)):
+            m.d.sync += [stopping.eq(1), stop_code.eq(err), stop_pc.eq(err_pc), fetching.eq(0)]
 
-        drained = Signal()
-        m.d.comb += drained.eq(units_idle & ~any_head)
+        # --------------------------------------------------------------- stop
+        # The run ends once everything older than the stop has completed (an
+        # abort: at once) and the bus is quiet.
+        aborting = Signal()
+        abort_pc = Signal(32)
+        with m.If(self.busy & self.abort & ~aborting):
+            m.d.sync += [aborting.eq(1), abort_pc.eq(Mux(f_valid, f_pc, resp_pc)), fetching.eq(0)]
+        m.d.comb += self.bus_stop.eq(aborting | self.abort)
+        mv_idle = ~units[Queue.MATRIX].busy & ~units[Queue.VECTOR].busy
         with m.If(self.busy):
-            with m.If(err != 0):
-                m.d.sync += [self.error_code.eq(err), self.error_pc.eq(err_pc),
-                             self.busy.eq(0), fetching.eq(0)]
-            with m.Elif(stopping & drained):
+            with m.If(aborting):
+                with m.If(mv_idle & ~self.bus_busy):
+                    m.d.sync += [self.busy.eq(0), self.error_code.eq(ErrorCode.ABORTED),
+                                 self.error_pc.eq(abort_pc)]
+            with m.Elif(stopping & units_idle & ~any_eligible & (err == 0) & ~self.bus_busy
+                        & ~self.abort):
                 m.d.sync += [self.busy.eq(0), fetching.eq(0)]
                 with m.If(stop_code != 0):
                     m.d.sync += [self.error_code.eq(stop_code), self.error_pc.eq(stop_pc)]
@@ -303,9 +394,10 @@ class Sequencer(wiring.Component):
         with m.If(go):
             m.d.sync += [
                 self.busy.eq(1), self.done.eq(0), self.error_code.eq(0), self.error_pc.eq(0),
-                fetching.eq(1), base.eq(self.prog_addr), req_pc.eq(0), resp_pc.eq(0),
+                fetching.eq(1), grant.eq(self.grant), req_pc.eq(0), resp_pc.eq(0),
                 stale.eq(outstanding_next), f_valid.eq(0),
-                stopping.eq(0), stop_code.eq(0), stop_pc.eq(0), dl_count.eq(0),
+                stopping.eq(0), stop_code.eq(0), stop_pc.eq(0), dl_count.eq(0), aborting.eq(0),
                 *(c.eq(0) for c in tok.values()),
+                *(c.eq(0) for c in dtok.values()),
             ]
         return m

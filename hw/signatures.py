@@ -10,10 +10,20 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from flashnpu.sw.isa import INSTR_LAYOUT, ErrorCode
+from flashnpu.sw.regmap import DMA_WINDOWS
 
-__all__ = ["SramReadSignature", "SramWriteSignature", "UnitSignature", "FetchSignature", "ERROR_SHAPE"]
+__all__ = ["SramReadSignature", "SramWriteSignature", "UnitSignature", "FetchSignature", "ERROR_SHAPE",
+           "GRANT_LAYOUT"]
 
 ERROR_SHAPE = unsigned(max(ErrorCode).bit_length())
+
+#: The host's grant (``sw/regmap.DramGrant``) as the registers hold it: code window and DMA windows.
+GRANT_LAYOUT = data.StructLayout({
+    "prog_addr": unsigned(32),
+    "prog_end": unsigned(32),
+    "windows": data.ArrayLayout(data.StructLayout({"base": unsigned(32), "limit": unsigned(32)}),
+                                DMA_WINDOWS),
+})
 
 
 class SramReadSignature(wiring.Signature):

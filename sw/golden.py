@@ -15,8 +15,11 @@ inner; MATMUL ``nb`` outer, ``kc`` inner; VECTOR row ``i`` outer, block ``b``
 inner. The last write wins, and a read sees earlier writes of the same
 instruction. (Pipelined hardware may differ on such aliasing programs.)
 
-DRAM addresses are not wrapped: any byte at or beyond the end of the image is
-an ``AXI_DECERR`` (the RTL's AXI address has ``axi_addr_bits``).
+DRAM addresses are never wrapped: a LOAD/STORE or a fetch past the
+``axi_addr_bits`` address range is refused at dispatch (``DMA_WINDOW``,
+``FETCH_WINDOW``), as are accesses outside the host's :class:`DramGrant`;
+any byte at or beyond the end of the image is an ``AXI_DECERR`` (what the
+memory model answers).
 """
 
 from __future__ import annotations
@@ -27,21 +30,31 @@ import numpy as np
 
 from flashnpu.sw.asm import decode_word
 from flashnpu.sw.config import NPUConfig, load_config
+from flashnpu.sw.regmap import DramGrant
 from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
 from flashnpu.sw.numerics import (
     NEG_INF, RECIP_MULT_LIMIT, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant, saturate_a, wrap32,
 )
 
-__all__ = ["NpuError", "GoldenResult", "GoldenNPU", "check", "check_fields", "COUNTS"]
+__all__ = ["NpuError", "GoldenResult", "GoldenNPU", "check", "check_fields", "check_window",
+           "dma_extent", "COUNTS"]
 
 
 class NpuError(Exception):
-    """The NPU stopped with an error: ``code`` (ErrorCode) at instruction index ``pc``."""
+    """The NPU stopped with an error: ``code`` (ErrorCode) at instruction index ``pc``.
 
-    def __init__(self, code: ErrorCode, pc: int, detail: str = ""):
+    Errors are precise (``sw/isa.py``): every older instruction has completed
+    and nothing younger has touched DRAM, so the DRAM image is the one at
+    ``pc``, except in :attr:`undefined`.
+    """
+
+    def __init__(self, code: ErrorCode, pc: int, detail: str = "", *, undefined=()):
         self.code = ErrorCode(code)
         self.pc = pc
         self.detail = detail
+        #: ``(lo, hi)`` DRAM byte ranges whose contents the error leaves undefined: the failing
+        #: STORE's destination (the hardware may have written part of it). Empty for other errors.
+        self.undefined = tuple(undefined)
         super().__init__(f"{self.code.name} at pc {pc}" + (f": {detail}" if detail else ""))
 
 
@@ -132,6 +145,57 @@ def check_fields(f: dict, config: NPUConfig) -> tuple[ErrorCode, str]:
     return _NONE, ""
 
 
+def dma_extent(f: dict, config: NPUConfig) -> tuple[int, int]:
+    """``[lo, hi)``: the DRAM bytes a LOAD/STORE's rows lie in (rows ascend with ``r`` and ``c``)."""
+    rb = config.dim if f["mem"] == _SPAD else 4 * config.dim
+    lo = f["dram_addr"]
+    return lo, lo + (f["rows"] - 1) * f["dram_stride"] + f["chunks"] * rb
+
+
+def check_window(f: dict, config: NPUConfig, grant: DramGrant | None) -> tuple[ErrorCode, str]:
+    """The DRAM checks of a LOAD/STORE at dispatch: bus range, DMA window, code window."""
+    lo, hi = dma_extent(f, config)
+    if hi > 1 << config.axi_addr_bits:
+        return ErrorCode.DMA_WINDOW, (f"DRAM bytes [{lo:#x}, {hi:#x}) pass the "
+                                      f"{config.axi_addr_bits}-bit AXI address range")
+    if grant is None:
+        return _NONE, ""
+    if not grant.dma_allowed(lo, hi):
+        return ErrorCode.DMA_WINDOW, f"DRAM bytes [{lo:#x}, {hi:#x}) are not inside one granted DMA window"
+    if f["opcode"] == Opcode.STORE and grant.touches_code(lo, hi):
+        return ErrorCode.CODE_WRITE, (f"STORE to [{lo:#x}, {hi:#x}) overlaps the code window "
+                                      f"[{grant.prog_addr:#x}, {grant.prog_end:#x})")
+    return _NONE, ""
+
+
+def _row_ranges(start: np.ndarray, rb: int) -> tuple:
+    """Byte ranges ``(lo, hi)`` of DMA rows starting at ``start``, adjacent ones merged."""
+    out = []
+    for a in np.sort(start).tolist():
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], a + rb)
+        else:
+            out.append([a, a + rb])
+    return tuple((lo, hi) for lo, hi in out)
+
+
+def _parse_faults(faults) -> tuple:
+    out = []
+    for i, item in enumerate(faults or ()):
+        try:
+            lo, hi, code = item
+        except (TypeError, ValueError):
+            raise ValueError(f"faults[{i}] = {item!r}: must be (lo, hi, code)") from None
+        if isinstance(code, str):
+            code = {"SLVERR": ErrorCode.AXI_SLVERR, "DECERR": ErrorCode.AXI_DECERR}.get(code.upper(), code)
+        if code not in (ErrorCode.AXI_SLVERR, ErrorCode.AXI_DECERR):
+            raise ValueError(f"faults[{i}]: code {code!r} must be AXI_SLVERR or AXI_DECERR")
+        if not 0 <= int(lo) < int(hi):
+            raise ValueError(f"faults[{i}]: [{lo}, {hi}) is not a non-empty byte range")
+        out.append((int(lo), int(hi), ErrorCode(code)))
+    return tuple(out)
+
+
 def check(word: int, config: NPUConfig) -> ErrorCode:
     """Checks 1-6 of ``docs/architecture.md`` (static, first failure wins) on one instruction word."""
     return check_fields(decode_word(word), load_config(config))[0]
@@ -176,40 +240,69 @@ class GoldenNPU:
         self.token_max = (1 << c.token_bits) - 1
         self.dram = np.zeros(0, dtype=np.uint8)
         self.halted = False
+        self.grant = None
+        self.faults = ()
 
     def reset(self):
         """Zero every memory, the vector state and the token counters."""
         self.__init__(self.config)
 
     # ---------------------------------------------------------------- run
-    def run(self, dram: np.ndarray, prog_addr: int, max_instructions: int = 10_000_000,
-            trace: bool = False) -> GoldenResult:
+    def run(self, dram: np.ndarray, prog_addr: int | None = None, max_instructions: int = 10_000_000,
+            trace: bool = False, *, grant: DramGrant | None = None, faults=()) -> GoldenResult:
         """Run the program at byte ``prog_addr`` of ``dram`` until HALT; raise :class:`NpuError` on an error.
 
         ``dram`` (a uint8 array, or bytes) is not modified; the result holds the new image. With
         ``trace``, the result lists every executed instruction's decoded
         fields (with its ``pc``).
+
+        ``grant`` (:class:`~flashnpu.sw.regmap.DramGrant`) is what the host
+        allows: the code window and the DMA windows, checked as the hardware
+        checks them (``FETCH_WINDOW``, ``DMA_WINDOW``, ``CODE_WRITE``). Its
+        ``prog_addr`` is the program's. Without a grant only the image's bounds
+        and the AXI address range are checked (the RTL always runs with one).
+        ``faults`` are ``(lo, hi, code)`` byte ranges that the memory answers
+        with ``code`` (``AXI_SLVERR`` or ``AXI_DECERR``): a LOAD that reads, a
+        STORE that writes, or a fetch whose beats touch one stops with that
+        code (a fetch with ``FETCH_ERROR``).
         """
         if isinstance(dram, (bytes, bytearray, memoryview)):
             dram = np.frombuffer(dram, dtype=np.uint8)
         dram = np.asarray(dram)
         if dram.dtype != np.uint8 or dram.ndim != 1:
             raise ValueError(f"dram must be a 1-D uint8 array, got {dram.dtype} of shape {dram.shape}")
+        if grant is not None:
+            if prog_addr is not None and int(prog_addr) != grant.prog_addr:
+                raise ValueError(f"prog_addr = {prog_addr:#x} differs from grant.prog_addr = {grant.prog_addr:#x}")
+            prog_addr = grant.prog_addr
+        if prog_addr is None:
+            raise ValueError("prog_addr: give the program's address (or a grant)")
         prog_addr = int(prog_addr)
         if prog_addr < 0 or prog_addr % INSTR_BYTES:
             raise ValueError(f"prog_addr = {prog_addr:#x}: must be a non-negative multiple of {INSTR_BYTES}")
+        self.grant = grant
+        self.faults = _parse_faults(faults)
         self.dram = dram.copy()
         for k in self.tokens:
             self.tokens[k] = 0
         self.halted = False
         log = [] if trace else None
+        beat = self.config.dma_beat_bytes
+        bus_end = 1 << self.config.axi_addr_bits
         pc = 0
         while not self.halted:
             if pc >= max_instructions:
                 raise RuntimeError(f"max_instructions = {max_instructions} reached without HALT")
             a = prog_addr + INSTR_BYTES * pc
+            if (grant is not None and a + INSTR_BYTES > grant.prog_end) or a + INSTR_BYTES > bus_end:
+                end = grant.prog_end if grant is not None else bus_end
+                raise NpuError(ErrorCode.FETCH_WINDOW, pc, f"instruction at {a:#x} is outside the code window "
+                               f"[{prog_addr:#x}, {end:#x}) or the {self.config.axi_addr_bits}-bit bus")
             if a + INSTR_BYTES > self.dram.size:
                 raise NpuError(ErrorCode.FETCH_ERROR, pc, f"fetch at {a:#x} beyond the {self.dram.size}-byte image")
+            lo = a - a % beat                     # the bus reads whole beats
+            if self._fault(lo, max(a + INSTR_BYTES, lo + beat)):
+                raise NpuError(ErrorCode.FETCH_ERROR, pc, f"fetch at {a:#x} answered with an error")
             word = int.from_bytes(self.dram[a:a + INSTR_BYTES].tobytes(), "little")
             f = self.execute(word, pc)
             if log is not None:
@@ -217,8 +310,20 @@ class GoldenNPU:
             pc += 1
         return GoldenResult(dram=self.dram.copy(), instructions=pc, trace=log)
 
+    def _fault(self, lo: int, hi: int) -> ErrorCode:
+        """The fault code of the first fault range that ``[lo, hi)`` touches (``NONE`` if none)."""
+        for f_lo, f_hi, code in self.faults:
+            if lo < f_hi and f_lo < hi:
+                return code
+        return ErrorCode.NONE
+
     def execute(self, word: int, pc: int = 0) -> dict:
-        """Check and execute one instruction (tokens included); return its decoded fields."""
+        """Check and execute one instruction (tokens included); return its decoded fields.
+
+        The checks run in the hardware's dispatch order: the static checks,
+        the DRAM windows, then the tokens in program order (pops, then pushes),
+        all before the instruction has any effect.
+        """
         f = decode_word(word)
         code, why = check_fields(f, self.config)
         if code != ErrorCode.NONE:
@@ -230,13 +335,23 @@ class GoldenNPU:
                 raise NpuError(ErrorCode.TOKENS_LEFT, pc, f"counters not zero at HALT: {left}")
             self.halted = True
             return f
+        if op == Opcode.LOAD or op == Opcode.STORE:
+            code, why = check_window(f, self.config, getattr(self, "grant", None))
+            if code != ErrorCode.NONE:
+                raise NpuError(code, pc, why)
         q = OPCODE_QUEUE[op]
-        for src in Queue:
-            if f["wait"] >> src & 1:
-                if self.tokens[(src, q)] == 0:
-                    raise NpuError(ErrorCode.TOKEN_UNDERFLOW, pc,
-                                   f"pops {src.name}->{q.name} before any push in program order")
-                self.tokens[(src, q)] -= 1
+        waits = [src for src in Queue if f["wait"] >> src & 1]
+        signals = [dst for dst in Queue if f["signal"] >> dst & 1]
+        for src in waits:
+            if self.tokens[(src, q)] == 0:
+                raise NpuError(ErrorCode.TOKEN_UNDERFLOW, pc,
+                               f"pops {src.name}->{q.name} before any push in program order")
+        for dst in signals:
+            if self.tokens[(q, dst)] >= self.token_max:
+                raise NpuError(ErrorCode.TOKEN_OVERFLOW, pc,
+                               f"counter {q.name}->{dst.name} above {self.token_max}")
+        for src in waits:
+            self.tokens[(src, q)] -= 1
         if op == Opcode.LOAD:
             self._load(f, pc)
         elif op == Opcode.STORE:
@@ -245,12 +360,8 @@ class GoldenNPU:
             self._matmul(f)
         else:
             self._vector(f)
-        for dst in Queue:
-            if f["signal"] >> dst & 1:
-                self.tokens[(q, dst)] += 1
-                if self.tokens[(q, dst)] > self.token_max:
-                    raise NpuError(ErrorCode.TOKEN_OVERFLOW, pc,
-                                   f"counter {q.name}->{dst.name} above {self.token_max}")
+        for dst in signals:
+            self.tokens[(q, dst)] += 1
         return f
 
     # ---------------------------------------------------------------- DMA
@@ -262,9 +373,16 @@ class GoldenNPU:
         sram = (f["sram_addr"] + c * f["sram_chunk_stride"] + r).ravel()
         start = (f["dram_addr"] + r * f["dram_stride"] + c * rb).ravel()
         end = int(start[-1]) + rb   # the largest start is the last one (all terms are non-negative)
+        undefined = _row_ranges(start, rb) if f["opcode"] == Opcode.STORE else ()
         if end > self.dram.size:
             raise NpuError(ErrorCode.AXI_DECERR, pc,
-                           f"DRAM bytes up to {end:#x} beyond the {self.dram.size}-byte image")
+                           f"DRAM bytes up to {end:#x} beyond the {self.dram.size}-byte image",
+                           undefined=undefined)
+        for lo, hi in (_row_ranges(start, rb) if self.faults else ()):
+            code = self._fault(lo, hi)
+            if code:
+                raise NpuError(code, pc, f"DRAM bytes [{lo:#x}, {hi:#x}) answered {code.name}",
+                               undefined=undefined)
         return sram, start, rb
 
     def _load(self, f: dict, pc: int):

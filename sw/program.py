@@ -18,8 +18,9 @@ import numpy as np
 
 from flashnpu.sw.asm import disassemble, program_bytes
 from flashnpu.sw.config import NPUConfig
+from flashnpu.sw.regmap import DramGrant
 
-__all__ = ["TensorPlacement", "Program", "align_up"]
+__all__ = ["TensorPlacement", "Program", "align_up", "program_grant"]
 
 
 def align_up(x: int, a: int) -> int:
@@ -57,6 +58,13 @@ class TensorPlacement:
         """Byte address of element ``index`` (leading indices; missing ones are 0) in the padded layout."""
         idx = tuple(index) + (0,) * (len(self.padded_shape) - len(index))
         return self.addr + int(np.ravel_multi_index(idx, self.padded_shape)) * self.itemsize
+
+
+def program_grant(program, image_bytes: int | None = None) -> DramGrant:
+    """The grant a driver gives ``program`` (``.words``, ``.prog_addr``): its own words as the code
+    window, the whole image (``image_bytes``, default ``program.dram_bytes``) as DMA window 0."""
+    size = image_bytes if image_bytes is not None else program.dram_bytes
+    return DramGrant.for_program(int(program.prog_addr), len(program.words), int(size))
 
 
 @dataclass

@@ -9,12 +9,12 @@ half, so that ``NAME_HI`` read next belongs to the same value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["Register", "REGISTERS", "COUNTERS", "REG", "NPU_ID", "CONTROL_START",
            "CONTROL_SOFT_RESET", "CONTROL_ABORT", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
            "STATUS_QUIET", "STATUS_RESETTING", "STATUS_CODE_SHIFT", "STATUS_CODE_MASK",
-           "DMA_WINDOWS", "window_registers"]
+           "DMA_WINDOWS", "window_registers", "DramGrant"]
 
 NPU_ID = 0x464E5055  # "FNPU"
 
@@ -69,7 +69,7 @@ COUNTERS = (
 def _build():
     regs = [
         Register("ID", 0x00, "ro", f"constant 0x{NPU_ID:08X} ('FNPU')"),
-        Register("CONFIG", 0x04, "ro", "array side [7:0], log2 DMA beat bytes [11:8], queue depth [23:16]"),
+        Register("CONFIG", 0x04, "ro", "array side [7:0], log2 DMA beat bytes [11:8], queue depth [24:16]"),
         Register("CONTROL", 0x08, "w1s", "bit 0 START: run the program at PROG_ADDR (ignored unless "
                  "STATUS is QUIET and not BUSY); bit 1 SOFT_RESET: stop at any moment, let every AXI "
                  "transaction in flight finish, then return every unit and counter to reset (the "
@@ -101,3 +101,50 @@ def _build():
 REGISTERS = _build()
 #: Offsets by name.
 REG = {r.name: r.offset for r in REGISTERS}
+
+
+@dataclass(frozen=True)
+class DramGrant:
+    """What the host lets one run of the NPU touch: the code window and the DMA windows.
+
+    The host writes it into ``PROG_ADDR``, ``PROG_END`` and ``DMA_BASEi`` /
+    ``DMA_LIMITi`` before ``START``; the golden model and the performance model
+    take the same object. Instruction words are fetched only from
+    ``[prog_addr, prog_end)``; a LOAD or STORE must lie wholly inside one
+    window ``[base, limit)`` with ``base < limit``, and a STORE must not touch
+    the code window. Limits are exclusive; a window with ``base >= limit`` is
+    closed.
+    """
+    prog_addr: int
+    prog_end: int
+    windows: tuple = field(default_factory=tuple)   # ((base, limit), ...), at most DMA_WINDOWS
+
+    def __post_init__(self):
+        if len(self.windows) > DMA_WINDOWS:
+            raise ValueError(f"windows: {len(self.windows)} given, the NPU has {DMA_WINDOWS}")
+        for name, v in (("prog_addr", self.prog_addr), ("prog_end", self.prog_end),
+                        *((f"windows[{i}]", x) for i, w in enumerate(self.windows) for x in w)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 32:
+                raise ValueError(f"{name} = {v!r}: must be an integer in [0, 2**32)")
+        if self.prog_addr % 32:
+            raise ValueError(f"prog_addr = {self.prog_addr:#x}: must be a multiple of 32")
+
+    @classmethod
+    def for_program(cls, prog_addr: int, words: int, image_bytes: int) -> "DramGrant":
+        """The grant a driver gives a compiled program: its own words as code, the whole image as data."""
+        return cls(int(prog_addr), int(prog_addr) + 32 * int(words), ((0, int(image_bytes)),))
+
+    def registers(self) -> dict:
+        """Register name -> value to write before START (closed windows for the unused ones)."""
+        regs = {"PROG_ADDR": self.prog_addr, "PROG_END": self.prog_end}
+        for i in range(DMA_WINDOWS):
+            base, limit = self.windows[i] if i < len(self.windows) else (0, 0)
+            regs[window_registers(i)[0]], regs[window_registers(i)[1]] = base, limit
+        return regs
+
+    def dma_allowed(self, lo: int, hi: int) -> bool:
+        """``[lo, hi)`` lies wholly inside one open window."""
+        return any(b < lim and b <= lo and hi <= lim for b, lim in self.windows)
+
+    def touches_code(self, lo: int, hi: int) -> bool:
+        return lo < self.prog_end and self.prog_addr < hi
