@@ -19,6 +19,7 @@ HANDLERS = {
     "lint": "flashnpu.cosim.verilog:cli_lint",
     "run": "flashnpu.cosim.rtl_backend:cli_run",
     "bench": "flashnpu.sw.bench:cli_bench",
+    "fuzz": "flashnpu.sw.fuzz:cli_fuzz",
 }
 
 
@@ -70,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not simulate: take the RTL columns from <output>/bench.json, predict the model again")
     p.add_argument("-o", "--output", default="build/bench", help="result folder")
     p.add_argument("--only", default=None, help="run only workloads whose name contains this")
+
+    p = sub.add_parser("fuzz", help="seeded fuzz campaign; prints a table, writes OUT/report.json")
+    p.add_argument("--seconds", type=float, default=120, help="time budget, split across the categories")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out", default="build/fuzz", help="result folder")
+    p.add_argument("--categories", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--rtl", action=argparse.BooleanOptionalAction, default=True,
+                   help="include the Verilator categories (tiny config)")
+    p.add_argument("--replay", metavar="CATEGORY:SEED", default=None, help="run one recorded case again")
     return ap
 
 
