@@ -9,12 +9,15 @@ limit, never by a crash deep inside the generator.
 from __future__ import annotations
 
 import dataclasses
+import re
+import reprlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
-__all__ = ["ConfigError", "NPUConfig", "load_config", "config_path", "config_names"]
+__all__ = ["ConfigError", "NPUConfig", "HARDWARE_FIELDS", "load_config", "validate_config_text",
+           "config_path", "config_names"]
 
 
 class ConfigError(ValueError):
@@ -23,6 +26,25 @@ class ConfigError(ValueError):
 
 def _is_pow2(n: int) -> bool:
     return n > 0 and (n & (n - 1)) == 0
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3
+
+
+def _show(v) -> str:
+    """A short one-line ``repr`` of a user's value (bounded: values come from untrusted files)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 128:
+        return f"<integer of {v.bit_length()} bits>"
+    try:
+        return _REPR.repr(v)
+    except Exception:                                   # e.g. an int too long to print, nested
+        return f"<{type(v).__name__}>"
+
+
+#: A config name becomes a folder name (``build/<name>``): no path separators, no leading dot.
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -96,22 +118,28 @@ class NPUConfig:
 
     # -------------------------------------------------------------- validation
     def __post_init__(self):
+        cname = _show(self.name)
+
         def fail(name, limit):
-            raise ConfigError(f"config {self.name!r}: field '{name}' = {getattr(self, name)!r}: {limit}")
+            raise ConfigError(f"config {cname}: field '{name}' = {_show(getattr(self, name))}: {limit}")
 
         for f in fields(self):
             v = getattr(self, f.name)
             if f.name == "name":
                 if not isinstance(v, str) or not v:
                     fail(f.name, "must be a non-empty string")
+                if not _NAME_RE.fullmatch(v):
+                    fail(f.name, "must be at most 100 letters, digits, '_', '.', '+' or '-', not "
+                         "starting with '.', '+' or '-' (it names the build folder build/<name>)")
                 continue
             if isinstance(v, bool) or not isinstance(v, int):
                 fail(f.name, "must be an integer")
             if v <= 0:
                 fail(f.name, "must be positive")
 
-        if self.array_rows < 2 or self.array_rows > 64:
-            fail("array_rows", "must be between 2 and 64")
+        if self.array_rows < 4 or self.array_rows > 64:
+            fail("array_rows", "must be between 4 and 64 (a scratchpad row, 8*array_rows bits, "
+                 "must hold a whole DMA beat, and dma_data_bits is at least 32)")
         if self.array_cols != self.array_rows:
             fail("array_cols", f"must equal array_rows ({self.array_rows}): the array is square, "
                  "because one scratchpad row feeds both its left edge and its weights")
@@ -136,6 +164,13 @@ class NPUConfig:
             fail("spad_rows", f"must be a multiple of spad_banks ({self.spad_banks})")
         if self.acc_rows % self.acc_banks:
             fail("acc_rows", f"must be a multiple of acc_banks ({self.acc_banks})")
+        # A one-row bank would have a zero-width address port (Verilog [-1:0], Verilator ASCRANGE).
+        if self.spad_rows < 2 * self.spad_banks:
+            fail("spad_banks", f"must be at most spad_rows / 2 = {self.spad_rows // 2}: each bank needs "
+                 "at least 2 rows (a 1-row bank has a zero-width address)")
+        if self.acc_rows < 2 * self.acc_banks:
+            fail("acc_banks", f"must be at most acc_rows / 2 = {self.acc_rows // 2}: each bank needs "
+                 "at least 2 rows (a 1-row bank has a zero-width address)")
         if self.spad_rows > 1 << 16:
             fail("spad_rows", "must be at most 65536 (16-bit row addresses in the ISA)")
         if self.acc_rows > 1 << 16:
@@ -160,13 +195,13 @@ class NPUConfig:
         if self.dma_burst_len * self.dma_beat_bytes > 4096:
             fail("dma_burst_len", f"times the beat size ({self.dma_beat_bytes} B) must be at most "
                  "4096 B (an AXI burst may not cross 4 KiB)")
-        if not 1 <= self.dma_max_outstanding <= (1 << self.axi_id_bits) - 1:
-            fail("dma_max_outstanding", f"must be between 1 and {(1 << self.axi_id_bits) - 1} "
-                 "(one AXI ID each, ID 0 is the instruction fetch)")
         if not 16 <= self.axi_addr_bits <= 32:
             fail("axi_addr_bits", "must be between 16 and 32 (DRAM addresses are 32-bit in the ISA)")
         if not 1 <= self.axi_id_bits <= 8:
             fail("axi_id_bits", "must be between 1 and 8")
+        if not 1 <= self.dma_max_outstanding <= (1 << self.axi_id_bits) - 1:
+            fail("dma_max_outstanding", f"must be between 1 and {(1 << self.axi_id_bits) - 1} "
+                 "(one AXI ID each, ID 0 is the instruction fetch)")
         if not 2 <= self.queue_depth <= 256:
             fail("queue_depth", "must be between 2 and 256")
         if not 2 <= self.token_bits <= 8:
@@ -174,14 +209,35 @@ class NPUConfig:
 
     # ------------------------------------------------------------------- I/O
     @classmethod
-    def from_dict(cls, d: dict, *, name: str | None = None) -> "NPUConfig":
+    def from_dict(cls, d: dict, *, name: str | None = None, require_all: bool = False) -> "NPUConfig":
+        """A validated config from a mapping of field names to values.
+
+        Anything but a mapping of known field names to valid values raises
+        :class:`ConfigError` (one line, naming the field). ``name`` is the
+        config's name unless ``d`` has one. With ``require_all`` (what config
+        files get) every field in :data:`HARDWARE_FIELDS` must be present;
+        without it a missing field takes the dataclass default.
+        """
+        own = d.get("name") if isinstance(d, dict) else None
+        cname = _show(own if isinstance(own, str) else name)
         if not isinstance(d, dict):
-            raise ConfigError(f"config {name!r}: top level must be a mapping, not {type(d).__name__}")
+            raise ConfigError(f"config {cname}: top level must be a mapping of field names to values, "
+                              f"not {type(d).__name__}")
         known = {f.name for f in fields(cls)}
+        for k in d:
+            if not isinstance(k, str):
+                raise ConfigError(f"config {cname}: field name {_show(k)} is a {type(k).__name__}, "
+                                  "must be a string (one of the known fields)")
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ConfigError(f"config {name!r}: unknown field '{unknown[0]}' "
+            raise ConfigError(f"config {cname}: unknown field {_show(unknown[0])} "
                               f"(known: {', '.join(sorted(known))})")
+        if require_all:
+            missing = [f for f in HARDWARE_FIELDS if f not in d]
+            if missing:
+                raise ConfigError(f"config {cname}: missing field{'s' if len(missing) > 1 else ''} "
+                                  f"{', '.join(repr(f) for f in missing)}: a config file must state "
+                                  f"every hardware field ({', '.join(HARDWARE_FIELDS)})")
         d = dict(d)
         if name is not None:
             d.setdefault("name", name)
@@ -205,6 +261,10 @@ class NPUConfig:
         }
 
 
+#: The fields a config file must state: every field of :class:`NPUConfig` but ``name``.
+HARDWARE_FIELDS = tuple(f.name for f in fields(NPUConfig) if f.name != "name")
+
+
 def config_path(name: str) -> Path:
     from flashnpu import CONFIG_DIR
     return CONFIG_DIR / f"{name}.yaml"
@@ -215,8 +275,78 @@ def config_names() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key, line, first_line):
+        super().__init__(f"duplicate field {_show(key)} at line {line} (first at line {first_line})")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key stated twice in one mapping (instead of keeping the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:           # unhashable: the SafeLoader reports it
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(key, line, first)
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    if isinstance(e, _DuplicateKey):
+        return str(e)
+    problem = getattr(e, "problem", None)
+    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    text = problem or (str(e).splitlines() or [type(e).__name__])[0]
+    if mark is not None:
+        text += f" (line {mark.line + 1}, column {mark.column + 1})"
+    return f"not valid YAML: {text}"
+
+
+def _load_text(text: str, name: str, where: str) -> NPUConfig:
+    try:
+        d = yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML: nested too deeply") from None
+    except Exception as e:      # a scalar the SafeLoader's constructors choke on, e.g. an int too long for int()
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise ConfigError(f"{where}: not valid YAML: {type(e).__name__}: {first}") from None
+    if d is None:
+        raise ConfigError(f"{where}: states no fields (empty): a config file must state every "
+                          f"hardware field ({', '.join(HARDWARE_FIELDS)})")
+    return NPUConfig.from_dict(d, name=name, require_all=True)
+
+
+def validate_config_text(text: str, name: str = "fuzz") -> NPUConfig:
+    """The config that the YAML ``text`` describes, by the same rules as a config file.
+
+    Raises :class:`ConfigError` (one line) for anything that is not a valid
+    config, and nothing else: made for fuzzing the loader with generated texts.
+    """
+    if not isinstance(text, str):
+        raise ConfigError(f"config {_show(name)}: text must be a str, not {type(text).__name__}")
+    return _load_text(text, name, f"config {_show(name)}")
+
+
 def load_config(name_or_path: "str | Path | NPUConfig") -> NPUConfig:
-    """Load a named config (``"tiny"``) or a YAML file path, validated."""
+    """Load a named config (``"tiny"``) or a YAML file path, validated.
+
+    A file must state every field in :data:`HARDWARE_FIELDS` (``name`` is
+    optional and defaults to the file's stem); an empty file, a missing,
+    unknown or duplicated field, or a bad value is a one-line
+    :class:`ConfigError` naming the file and the field.
+    """
     if isinstance(name_or_path, NPUConfig):
         return name_or_path
     p = Path(name_or_path)
@@ -225,9 +355,13 @@ def load_config(name_or_path: "str | Path | NPUConfig") -> NPUConfig:
         if not p.exists():
             raise ConfigError(f"no config named {name_or_path!r} (known: {', '.join(config_names())})")
     try:
-        d = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {p}: not valid YAML: {str(e).splitlines()[0]}") from None
+        raw = p.read_bytes()
     except OSError as e:
-        raise ConfigError(f"config file {p}: {e.strerror}") from None
-    return NPUConfig.from_dict(d if d is not None else {}, name=p.stem)
+        raise ConfigError(f"config file {p}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {p}: not UTF-8 text (byte {raw[e.start]:#04x} at offset "
+                          f"{e.start})") from None
+    return _load_text(text, p.stem, f"config file {p}")
+

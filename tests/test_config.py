@@ -4,8 +4,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
-from flashnpu.sw.config import ConfigError, NPUConfig, config_names, load_config
+from flashnpu.sw.config import (HARDWARE_FIELDS, ConfigError, NPUConfig, config_names, config_path, load_config,
+                                validate_config_text)
 
 
 def test_named_configs_load():
@@ -23,7 +25,8 @@ REJECTIONS = [
     ("array_rows", 0, "must be positive"),
     ("array_rows", -4, "must be positive"),
     ("array_rows", 12, "power of two"),
-    ("array_rows", 128, "between 2 and 64"),
+    ("array_rows", 128, "between 4 and 64"),
+    ("array_rows", 2, "between 4 and 64"),
     ("array_cols", 8, "must equal array_rows"),
     ("input_bits", 16, "must be 4 or 8"),
     ("input_bits", 4, "must be 8"),
@@ -95,3 +98,191 @@ def test_cli_reports_one_line_error(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "'spad_banks'" in lines[0] and "power of two" in lines[0]
+
+
+# ------------------------------------------------------------------ config files are strict
+TINY_TEXT = config_path("tiny").read_text()
+
+
+def _one_line_error(text, tmp_path=None, name="probe") -> str:
+    """The ConfigError message for the YAML ``text`` (through a file if ``tmp_path``), checked one line."""
+    with pytest.raises(ConfigError) as e:
+        if tmp_path is None:
+            validate_config_text(text, name)
+        else:
+            p = tmp_path / f"{name}.yaml"
+            p.write_text(text) if isinstance(text, str) else p.write_bytes(text)
+            load_config(p)
+    msg = str(e.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+def test_shipped_configs_state_every_field():
+    for n in config_names():
+        d = yaml.safe_load(config_path(n).read_text())
+        assert set(HARDWARE_FIELDS) <= set(d), (n, set(HARDWARE_FIELDS) - set(d))
+        assert load_config(n).name == n
+    assert "name" not in HARDWARE_FIELDS and len(HARDWARE_FIELDS) == len(NPUConfig.__dataclass_fields__) - 1
+
+
+def test_validate_config_text_is_the_file_loader():
+    assert validate_config_text(TINY_TEXT, "tiny") == load_config("tiny")
+    assert validate_config_text(TINY_TEXT).name == "fuzz"
+    assert "must be a str" in _one_line_error(b"array_rows: 4")
+
+
+def test_non_string_key_names_the_key(tmp_path):
+    msg = _one_line_error(TINY_TEXT + "1: 2\n", tmp_path)
+    assert "field name 1 is a int" in msg
+    assert "field name True" in _one_line_error(TINY_TEXT + "yes: 2\n")     # YAML 1.1 'yes' is a bool
+    assert "field name None" in _one_line_error(TINY_TEXT + "~: 2\n")
+
+
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n", "~\n"], ids=["empty", "newline", "comment", "null"])
+def test_empty_file_is_rejected(tmp_path, text):
+    msg = _one_line_error(text, tmp_path)
+    assert "states no fields" in msg and str(tmp_path) in msg
+    assert all(f in msg for f in HARDWARE_FIELDS)
+
+
+def test_missing_fields_are_named(tmp_path):
+    lines = TINY_TEXT.splitlines()
+    without = "\n".join(l for l in lines if not l.startswith("queue_depth:"))
+    msg = _one_line_error(without, tmp_path)
+    assert "missing field 'queue_depth'" in msg
+    without2 = "\n".join(l for l in lines if not l.startswith(("queue_depth:", "acc_bits:")))
+    assert "missing fields 'acc_bits', 'queue_depth'" in _one_line_error(without2)
+    # The Python API keeps the dataclass defaults: only files are strict.
+    assert NPUConfig().dim == 16 and NPUConfig.from_dict({"queue_depth": 4}).queue_depth == 4
+    assert NPUConfig.from_dict({}) == NPUConfig()
+
+
+def test_duplicate_key_names_key_and_line(tmp_path):
+    msg = _one_line_error(TINY_TEXT + "array_rows: 8\n", tmp_path)
+    n = len(TINY_TEXT.splitlines()) + 1
+    assert f"duplicate field 'array_rows' at line {n} (first at line 2)" in msg and str(tmp_path) in msg
+    # also when the second value equals the first, and in a nested mapping
+    assert "duplicate field 'array_rows'" in _one_line_error(TINY_TEXT + "array_rows: 4\n")
+    assert "duplicate field 'a'" in _one_line_error(TINY_TEXT.replace("token_bits: 4", "token_bits: {a: 1, a: 2}"))
+
+
+def test_non_utf8_file_names_the_file(tmp_path):
+    msg = _one_line_error(TINY_TEXT.encode() + b"# \xff\xfe\n", tmp_path, name="latin")
+    assert str(tmp_path / "latin.yaml") in msg and "not UTF-8" in msg
+
+
+BAD_VALUES = [("[4]", "[4]"), ("{a: 1}", "{'a': 1}"), ("4.0", "4.0"), ("4e0", "'4e0'"), ("yes", "True"),
+              ("true", "True"), ("", "None"), ("~", "None"), ("four", "'four'"), ("'4'", "'4'"), (".inf", "inf"),
+              ("2020-01-01", "datetime.date(2020, 1, 1)"), ("!!binary AAAA", "b'\\x00\\x00\\x00'")]
+
+
+@pytest.mark.parametrize("value,shown", BAD_VALUES, ids=[v for v, _ in BAD_VALUES])
+def test_bad_value_types_name_the_field(tmp_path, value, shown):
+    text = TINY_TEXT.replace("queue_depth: 4", f"queue_depth: {value}")
+    assert text != TINY_TEXT
+    msg = _one_line_error(text, tmp_path)
+    assert f"field 'queue_depth' = {shown}: must be an integer" in msg
+
+
+@pytest.mark.parametrize("text,words", [
+    ("- 1\n- 2\n", "top level must be a mapping of field names to values, not list"),
+    ("4\n", "not int"), ("'text'\n", "not str"), ("a: 1\n---\nb: 2\n", "not valid YAML"),
+    ("array_rows: [4\n", "not valid YAML"), ("a: " + "[" * 3000 + "]" * 3000, "not valid YAML"),
+    ("queue_depth: " + "9" * 5000, "not valid YAML"), ("a: !!python/object:os.system x", "not valid YAML"),
+    ("a: *nope", "not valid YAML"), ("a: \x00", "not valid YAML"),
+])
+def test_malformed_texts_are_one_line_errors(text, words):
+    assert words in _one_line_error(text)
+
+
+def test_unsafe_names_are_rejected():
+    for bad in ("../../etc", "a/b", ".hidden", "-x", "a b", "x" * 101, "a\nb"):
+        msg = _one_line_error(f"name: {bad!r}\n" + TINY_TEXT.split("\n", 1)[1])
+        assert "field 'name'" in msg and "build folder" in msg
+    assert validate_config_text("name: my-npu_2.v1\n" + TINY_TEXT).name == "my-npu_2.v1"
+
+
+def test_huge_values_give_short_messages():
+    for field, value in (("queue_depth", 10 ** 5000), ("axi_id_bits", 10 ** 30), ("dma_max_outstanding", 1 << 400)):
+        with pytest.raises(ConfigError) as e:
+            NPUConfig.from_dict({**BASE, field: value})
+        assert f"'{field}'" in str(e.value) and len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize("field,rows,banks,limit", [
+    ("acc_banks", 512, 512, 256), ("acc_banks", 8, 8, 4), ("spad_banks", 1024, 1024, 512), ("spad_banks", 16, 16, 8),
+])
+def test_banks_need_two_rows(field, rows, banks, limit):
+    """A 1-row bank has a zero-width address ([-1:0] in the Verilog: Verilator ASCRANGE)."""
+    mem = field.split("_")[0]
+    bad = {**load_config("tiny").to_dict(), f"{mem}_rows": rows, field: banks}
+    with pytest.raises(ConfigError) as e:
+        NPUConfig.from_dict(bad)
+    msg = str(e.value)
+    assert f"field '{field}' = {banks}: must be at most {mem}_rows / 2 = {limit}" in msg and "2 rows" in msg
+    assert NPUConfig.from_dict({**bad, field: banks // 2}).__getattribute__(field) == banks // 2
+
+
+def test_array_rows_2_can_never_work():
+    """dim 2: a 16-bit scratchpad row cannot hold a DMA beat (dma_data_bits >= 32), whatever the rest."""
+    for dma in (16, 32):
+        d = {**load_config("tiny").to_dict(), "array_rows": 2, "array_cols": 2, "vector_lanes": 2,
+             "dma_data_bits": dma}
+        with pytest.raises(ConfigError, match="'array_rows' = 2: must be between 4 and 64"):
+            NPUConfig.from_dict(d)
+
+
+# ------------------------------------------------------------------ property: only ConfigError, one line
+from hypothesis import HealthCheck, given, settings, strategies as st   # noqa: E402
+
+_SHIPPED = [load_config(n).to_dict() for n in ("tiny", "default", "large")]
+_ANY_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=2 ** 64, max_value=2 ** 12000)
+    | st.floats() | st.text(max_size=12) | st.binary(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6)
+_NEAR_LIMITS = st.sampled_from([-1, 0, 1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 33, 63, 64, 65, 128, 255, 256, 257,
+                                512, 1024, 4095, 4096, 4097, 65535, 65536, 65537]) | st.integers(-10, 100_000)
+_ANY_KEY = st.text(max_size=12) | st.integers() | st.none() | st.booleans() | st.floats() | st.tuples(st.integers())
+
+
+@st.composite
+def config_dicts(draw):
+    d = dict(draw(st.sampled_from(_SHIPPED)))
+    if draw(st.booleans()):
+        d.pop("name")
+    for f in draw(st.lists(st.sampled_from(sorted(_SHIPPED[0])), max_size=4)):
+        how = draw(st.integers(0, 3))
+        if how == 0:
+            d.pop(f, None)
+        else:
+            d[f] = draw(_NEAR_LIMITS if how < 3 else _ANY_VALUE)
+    if draw(st.integers(0, 4)) == 0:
+        d[draw(_ANY_KEY)] = draw(_ANY_VALUE)
+    return d
+
+
+def _only_config_error(fn, *a, **kw):
+    try:
+        cfg = fn(*a, **kw)
+    except ConfigError as e:
+        assert "\n" not in str(e) and len(str(e)) < 1000, str(e)
+        return None
+    assert isinstance(cfg, NPUConfig)
+    assert NPUConfig.from_dict(cfg.to_dict(), require_all=True) == cfg      # what loads, round-trips
+    return cfg
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(config_dicts(), _ANY_VALUE, st.dictionaries(_ANY_KEY, _ANY_VALUE, max_size=4)),
+       st.booleans())
+def test_from_dict_raises_only_config_error(d, require_all):
+    _only_config_error(NPUConfig.from_dict, d, name="hyp", require_all=require_all)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(config_dicts().map(lambda d: yaml.safe_dump(d, allow_unicode=True)), st.text(max_size=200),
+                 config_dicts().map(lambda d: "\n".join(f"{k}: {v}" for k, v in d.items()))))
+def test_validate_config_text_raises_only_config_error(text):
+    _only_config_error(validate_config_text, text)
