@@ -21,9 +21,14 @@ no key at all (only possible when ``causal`` and ``seq_q > seq_k``) outputs 0.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["WorkloadError", "AttentionWorkload", "GemmWorkload", "MAX_SEQ", "MAX_DIM"]
+import numpy as np
+
+__all__ = ["WorkloadError", "AttentionWorkload", "GemmWorkload", "MAX_SEQ", "MAX_DIM",
+           "as_count", "as_positive_real", "check_tensors"]
 
 #: Longest sequence: the vector unit's ``causal_offset`` is a signed 20-bit field.
 MAX_SEQ = (1 << 19) - 1
@@ -35,20 +40,51 @@ class WorkloadError(ValueError):
     """An invalid workload. The message names the field, its value and the limit."""
 
 
+def _short(v) -> str:
+    """A one-line ``repr`` of a user's value, at most about 80 characters (numpy scalars as plain values)."""
+    if isinstance(v, np.generic) and v.dtype != object:
+        v = v.item()
+    try:
+        r = repr(v)
+    except Exception:
+        r = f"<{type(v).__name__}>"
+    r = " ".join(r.split())
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+def as_count(v, what: str, *, low: int = 1, high: int | None = None) -> int:
+    """``v`` as a Python int in ``[low, high]``: any integral number (``int``, ``np.int64``), not a bool.
+
+    ``what`` names the value in the message (``"field 'seq_q'"``, ``"argument 'seed'"``).
+    """
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise WorkloadError(f"{what} = {_short(v)}: must be an integer")
+    v = int(v)
+    if v < low:
+        raise WorkloadError(f"{what} = {v}: must be at least {low}")
+    if high is not None and v > high:
+        raise WorkloadError(f"{what} = {v}: must be at most {high}")
+    return v
+
+
+def as_positive_real(v, what: str) -> float:
+    """``v`` as a positive finite Python float: any real number (``float``, ``np.float32``, ``int``), not a bool."""
+    if not isinstance(v, (bool, np.bool_)) and isinstance(v, numbers.Real):
+        try:
+            f = float(v)
+        except (OverflowError, ValueError, TypeError):
+            f = math.nan
+        if math.isfinite(f) and f > 0:
+            return f
+    raise WorkloadError(f"{what} = {_short(v)}: must be a positive finite number")
+
+
 def _check_size(obj, name, limit):
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise WorkloadError(f"field '{name}' = {v!r}: must be an integer")
-    if v < 1:
-        raise WorkloadError(f"field '{name}' = {v}: must be at least 1")
-    if v > limit:
-        raise WorkloadError(f"field '{name}' = {v}: must be at most {limit}")
+    object.__setattr__(obj, name, as_count(getattr(obj, name), f"field '{name}'", high=limit))
 
 
 def _check_scale(obj, name):
-    v = getattr(obj, name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
-        raise WorkloadError(f"field '{name}' = {v!r}: must be a positive finite number")
+    object.__setattr__(obj, name, as_positive_real(getattr(obj, name), f"field '{name}'"))
 
 
 @dataclass(frozen=True)
@@ -84,8 +120,9 @@ class AttentionWorkload:
         if self.heads % self.kv_heads:
             raise WorkloadError(f"field 'kv_heads' = {self.kv_heads}: must divide heads = {self.heads} "
                                 "(each key/value head serves a whole group of query heads)")
-        if not isinstance(self.causal, bool):
-            raise WorkloadError(f"field 'causal' = {self.causal!r}: must be a bool")
+        if not isinstance(self.causal, (bool, np.bool_)):
+            raise WorkloadError(f"field 'causal' = {_short(self.causal)}: must be a bool")
+        object.__setattr__(self, "causal", bool(self.causal))
         for name in ("q_scale", "k_scale", "v_scale", "out_scale"):
             _check_scale(self, name)
         if self.softmax_scale is None:
@@ -126,6 +163,10 @@ class AttentionWorkload:
                 "V": (self.batch, self.kv_heads, self.seq_k, self.head_dim),
                 "O": (self.batch, self.heads, self.seq_q, self.head_dim)}
 
+    #: Input tensors (all INT8) and what their dimensions are.
+    INPUTS = {"Q": "[batch, heads, seq_q, head_dim]", "K": "[batch, kv_heads, seq_k, head_dim]",
+              "V": "[batch, kv_heads, seq_k, head_dim]"}
+
 
 @dataclass(frozen=True)
 class GemmWorkload:
@@ -145,3 +186,58 @@ class GemmWorkload:
 
     def shapes(self) -> dict:
         return {"A": (self.M, self.K), "B": (self.K, self.N), "C": (self.M, self.N)}
+
+    #: Input tensors (all INT8) and what their dimensions are.
+    INPUTS = {"A": "[M, K]", "B": "[K, N]"}
+
+
+def check_tensors(workload, tensors, argument: str = "tensors") -> dict:
+    """``tensors`` checked against ``workload``'s inputs and returned as a new dict of INT8 arrays.
+
+    ``tensors`` must map exactly the workload's input names (``Q``, ``K``,
+    ``V`` or ``A``, ``B``) to integer arrays (numpy arrays or nested lists) of
+    the shapes in :meth:`shapes`, every value in ``[-128, 127]``; any integer
+    dtype is accepted and converted. Anything else raises :class:`WorkloadError`
+    (one line, naming ``argument``, the tensor and what was expected).
+    """
+    if not isinstance(workload, (AttentionWorkload, GemmWorkload)):
+        raise WorkloadError(f"argument 'workload' = {_short(workload)}: must be an AttentionWorkload "
+                            "or a GemmWorkload")
+    kind = "attention" if isinstance(workload, AttentionWorkload) else "GEMM"
+    names = list(workload.INPUTS)
+    needs = f"{kind} needs {', '.join(names)}: INT8 arrays"
+    if not isinstance(tensors, Mapping):
+        raise WorkloadError(f"argument '{argument}' = {_short(tensors)}: must be a dict mapping "
+                            f"tensor names to arrays ({needs})")
+    missing = [n for n in names if n not in tensors]
+    if missing:
+        raise WorkloadError(f"argument '{argument}': missing tensor{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(map(repr, missing))} ({needs})")
+    extra = [k for k in tensors if k not in workload.INPUTS]
+    if extra:
+        raise WorkloadError(f"argument '{argument}': unexpected tensor {_short(extra[0])} ({needs}, "
+                            "nothing else)")
+    shapes = workload.shapes()
+    out = {}
+    for n in names:
+        what = f"argument '{argument}': tensor '{n}'"
+        want = f"{shapes[n]} = {workload.INPUTS[n]}"
+        v = tensors[n]
+        try:
+            a = np.asarray(v)
+        except Exception as e:           # e.g. ragged nested lists
+            raise WorkloadError(f"{what} is not an array ({type(e).__name__}): expected an INT8 array "
+                                f"of shape {want}") from None
+        if a.dtype == object or not (np.issubdtype(a.dtype, np.integer)):
+            raise WorkloadError(f"{what} has dtype {a.dtype}: expected int8 (integers in [-128, 127]; "
+                                "quantize real values first, e.g. flashnpu.sw.reference.quantize)")
+        if tuple(a.shape) != tuple(shapes[n]):
+            raise WorkloadError(f"{what} has shape {tuple(a.shape)}: expected {want}")
+        if a.dtype != np.int8:
+            if a.size and (a.min() < -128 or a.max() > 127):
+                bad = np.unravel_index(int(np.argmax((a < -128) | (a > 127))), a.shape)
+                raise WorkloadError(f"{what} ({a.dtype}) has value {int(a[bad])} at {tuple(map(int, bad))}: "
+                                    "expected int8 values in [-128, 127]")
+            a = a.astype(np.int8)
+        out[n] = a
+    return out
