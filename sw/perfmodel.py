@@ -29,7 +29,7 @@ from itertools import accumulate
 
 from flashnpu.sw.asm import decode_word
 from flashnpu.sw.config import NPUConfig, load_config
-from flashnpu.sw.golden import check_fields
+from flashnpu.sw.golden import check_fields, check_window
 from flashnpu.sw.isa import INSTR_BYTES, ErrorCode, Mem, Opcode, Queue, VectorFunct
 from flashnpu.sw.regmap import COUNTERS
 
@@ -641,11 +641,27 @@ def _program_info(cfg: NPUConfig, words) -> list[tuple]:
     raise ValueError("the program has no HALT")
 
 
-def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = None) -> PerfResult:
+def _check_grant(cfg: NPUConfig, words, grant) -> None:
+    """Raise ``ValueError`` naming the first LOAD/STORE that the grant refuses (as the NPU would)."""
+    for pc, w in enumerate(words):
+        f = decode_word(int(w))
+        if f["opcode"] in (Opcode.LOAD, Opcode.STORE):
+            code, reason = check_window(f, cfg, grant)
+            if code != _NONE:
+                raise ValueError(f"pc {pc}: {code.name}: {reason}")
+
+
+def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = None,
+            grant=None) -> PerfResult:
     """Predict the cycles and counters of ``words`` (a legal program ending in HALT) on ``config``.
 
     Cycle 0 is the cycle START takes effect; ``cycles`` is the CYCLES counter
-    at done. ``lat`` is the latency of the ideal AXI slave (``>= 1``).
+    at done. ``lat`` is the latency of the ideal AXI slave (``>= 1``). The code
+    window is ``words`` (the NPU fetches nothing past them), or ``grant``'s
+    (``sw/regmap.DramGrant``); a LOAD/STORE that the grant refuses raises
+    ``ValueError`` (the NPU would stop with ``DMA_WINDOW`` or ``CODE_WRITE``).
+    With a code window longer than the program, the NPU prefetches words past
+    HALT and ends only when their reads are in: that tail is not modelled.
     """
     cfg = load_config(config)
     t = timing or DEFAULT_TIMING
@@ -653,6 +669,8 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
         raise ValueError(f"lat = {lat}: the ideal slave's latency must be at least 1")
     info = _program_info(cfg, words)
     n = len(info)                      # instructions up to and including HALT
+    # Words in the code window [PROG_ADDR, PROG_END): the most the NPU fetches.
+    n_code = len(words) if grant is None else (grant.prog_end - grant.prog_addr) // INSTR_BYTES
     halt = n - 1
     depth = cfg.queue_depth
     fb = fetch_beats(cfg)
@@ -663,6 +681,9 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     tok_delay = t.done_to_token
     infl_depth = t.inflight_depth
     LOAD, STORE, MATRIX = _LOAD_Q, _STORE_Q, _MATRIX_Q
+    tok_max = (1 << cfg.token_bits) - 1
+    if grant is not None:
+        _check_grant(cfg, words[:n], grant)
 
     # The program's static structure: each queue's instructions in order, whose tokens each
     # instruction pops (the k-th pop of src -> dst takes the k-th push), who pops its tokens,
@@ -701,10 +722,29 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
                 consumers[p] += (pc,)
             producers[pc] = prod
         for dst in signals:
-            pushes[q * 4 + dst].append(pc)
+            c = q * 4 + dst
+            pushes[c].append(pc)
+            if len(pushes[c]) - pops[c] > tok_max:
+                raise ValueError(f"pc {pc}: pushes a {Queue(q).name}->{Queue(dst).name} token past "
+                                 f"{tok_max} in program order (TOKEN_OVERFLOW)")
         pc += 1
     works = [ins[3] for ins in info]
     qlen = [len(lst) for lst in qpcs]
+    # A STORE is issued only once the previous STORE and every older LOAD (LOADs complete
+    # in order: the latest one) are done, so that an error leaves no younger STORE issued.
+    order_deps = [()] * n
+    waiters = [()] * n
+    last_load = last_store = None
+    for pc in range(halt):
+        q = queue_of[pc]
+        if q == LOAD:
+            last_load = pc
+        elif q == STORE:
+            deps = tuple(p for p in (last_load, last_store) if p is not None)
+            order_deps[pc] = deps
+            for p in deps:
+                waiters[p] += (pc,)
+            last_store = pc
 
     loads = LoadModel(cfg, lat)
     stores = StoreModel(cfg, lat)
@@ -793,6 +833,16 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
                 if tok is None:
                     break                               # a token is still to come
                 offer = tok
+                if q == STORE:
+                    for p in order_deps[pc]:
+                        dn = done[p]
+                        if dn is None:
+                            offer = None
+                            break
+                        if dn + tok_delay > offer:
+                            offer = dn + tok_delay
+                    if offer is None:
+                        break                           # an older LOAD or STORE is still running
                 if i >= infl_depth:
                     dn = done[lst[i - infl_depth]]
                     if dn is None:
@@ -815,9 +865,9 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
                         a = unit_ready[q] if unit_ready[q] > offer else offer
                         unit_ready[q] = dn = a + works[pc]
                     done[pc] = dn
-                    for c in consumers[pc]:
+                    for c in consumers[pc] + waiters[pc]:
                         if qc[queue_of[c]] == qidx[c]:
-                            todo.append(queue_of[c])    # its head waits for this token
+                            todo.append(queue_of[c])    # its head waits for this token or this STORE
                 take[pc] = a
                 prev_take[q] = a
                 at_head[pc] = head
@@ -831,13 +881,13 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
             qc[q] = i
 
         # ---- the next AR decision: a fetch request (first in its cycle) or a LOAD burst.
-        tf = R[kp] if kp < len(R) and (halt_d is None or R[kp] <= halt_d) else None
+        tf = R[kp] if kp < len(R) and kp < n_code and (halt_d is None or R[kp] <= halt_d) else None
         if load_pc is not None and (tf is None or loads.cand < tf):
             dn = loads.run(far if tf is None else tf)
             if dn is not None:
                 done[load_pc] = dn
                 todo.append(LOAD)
-                for c in consumers[load_pc]:
+                for c in consumers[load_pc] + waiters[load_pc]:
                     if qc[queue_of[c]] == qidx[c]:
                         todo.append(queue_of[c])
                 load_pc = None

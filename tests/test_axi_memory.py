@@ -554,7 +554,9 @@ def test_sim_top_runs_a_program_from_the_backdoor_image():
         for i in range(MEM_BYTES // beat):
             ctx.set(data[i], int.from_bytes(image[i * beat:(i + 1) * beat], "little"))
         host = LiteHost()
-        host.ops += [("w", REG["PROG_ADDR"], PROG), ("w", REG["CONTROL"], CONTROL_START)]
+        grant = DramGrant.for_program(PROG, len(words), MEM_BYTES)
+        host.ops += [("w", REG[k], v) for k, v in grant.registers().items()]
+        host.ops.append(("w", REG["CONTROL"], CONTROL_START))
         for now in range(5000):
             host.step(ctx, top.s_axil)
             if ctx.get(top.irq):

@@ -7,6 +7,8 @@ input (AXI4 or AXI4-Lite) reaches an AXI output or ``irq`` combinationally.
 """
 
 import numpy as np
+
+from flashnpu.sw.regmap import DramGrant
 import pytest
 from amaranth.sim import Simulator
 
@@ -113,7 +115,9 @@ class Bench:
         """Write the program, PROG_ADDR and START; poll STATUS until not busy. Returns the status word."""
         self.slave.mem[PROG:PROG + INSTR_BYTES * len(words)] = b"".join(
             w.to_bytes(INSTR_BYTES, "little") for w in words)
-        await self.host_ops(ctx, ("w", REG["PROG_ADDR"], PROG), ("w", REG["CONTROL"], CONTROL_START))
+        grant = DramGrant.for_program(PROG, len(words), len(self.slave.mem))
+        await self.host_ops(ctx, *(("w", REG[k], v) for k, v in grant.registers().items()),
+                            ("w", REG["CONTROL"], CONTROL_START))
         t0 = self.now
         while self.now - t0 < max_cycles:
             (status,) = await self.host_ops(ctx, ("r", REG["STATUS"]))

@@ -18,6 +18,8 @@ import random
 import time
 
 import numpy as np
+
+from flashnpu.sw.regmap import DramGrant
 import pytest
 from amaranth.sim import Simulator
 
@@ -92,7 +94,9 @@ def simulate(cfg, words, image, prog_addr, *, lat, mem_bytes=1 << 16, max_cycles
             if v:
                 ctx.set(data[i], v)
         host = LiteHost()
-        host.ops += [("w", REG["PROG_ADDR"], prog_addr), ("w", REG["CONTROL"], CONTROL_START)]
+        grant = DramGrant.for_program(prog_addr, len(words), mem_bytes)
+        host.ops += [("w", REG[k], v) for k, v in grant.registers().items()]
+        host.ops.append(("w", REG["CONTROL"], CONTROL_START))
         t0 = None
         for cyc in range(max_cycles):
             host.step(ctx, top.s_axil)
@@ -320,11 +324,18 @@ def test_dispatch_rate_is_one_word_per_fetch_beats():
         assert gaps == {fb}
 
 
-def test_words_after_halt_do_not_change_the_result():
-    words, _, _ = _program(TINY, GemmWorkload(M=8, N=4, K=8))
+def test_words_after_halt_outside_the_code_window_do_not_change_the_result():
+    words, _, prog_addr = _program(TINY, GemmWorkload(M=8, N=4, K=8))
     junk = [encode_word(Opcode.LOAD, rows=0, chunks=0), 0, 12345]     # illegal, but never dispatched
-    a, b = predict(TINY, words), predict(TINY, list(words) + junk)
+    grant = DramGrant.for_program(prog_addr, len(words), 1 << 16)
+    a, b = predict(TINY, words), predict(TINY, list(words) + junk, grant=grant)
     assert a == b
+
+
+def test_a_refused_dma_is_named():
+    words, _, prog_addr = _program(TINY, GemmWorkload(M=8, N=4, K=8))
+    with pytest.raises(ValueError, match="DMA_WINDOW"):
+        predict(TINY, words, grant=DramGrant(prog_addr, prog_addr + 32 * len(words), ((0, 64),)))
 
 
 def test_programs_it_cannot_time_are_rejected():

@@ -89,7 +89,8 @@ class UnitModel:
     def step(self, ctx, port, pc_of, now):
         done = bool(self.inflight) and self.inflight[0][1] <= now and not self.error
         ctx.set(port.done, done)
-        ctx.set(port.busy, bool(self.inflight))
+        # A unit with an error drains and goes idle (as the DmaEngine does); its instruction never completes.
+        ctx.set(port.busy, bool(self.inflight) and not self.error)
         if self.fail and any(pc == self.fail[0] for pc, _ in self.inflight):
             self.error = self.fail[1]
         ctx.set(port.error, self.error)
@@ -109,6 +110,14 @@ class UnitModel:
             self.starts.append((pc, now))
 
 
+def _grant(ctx, seq, n_words):
+    """The host's grant: the words as the code window, all of DRAM as DMA window 0."""
+    ctx.set(seq.grant.prog_addr, PROG)
+    ctx.set(seq.grant.prog_end, PROG + INSTR_BYTES * n_words)
+    ctx.set(seq.grant.windows[0].base, 0)
+    ctx.set(seq.grant.windows[0].limit, 0xFFFF_FFFF)
+
+
 def run(words, *, seed=1, fetch=None, units=None, max_cycles=6000, cfg=TINY, starts=1, **fetch_kw):
     """Run ``words`` from PROG; return a result dict with the models and the outcome."""
     rng = random.Random(seed)
@@ -120,7 +129,7 @@ def run(words, *, seed=1, fetch=None, units=None, max_cycles=6000, cfg=TINY, sta
            "runs": []}
 
     async def tb(ctx):
-        ctx.set(dut.prog_addr, PROG)
+        _grant(ctx, dut, len(words))
         clk = 0                          # cycles since the beginning (the models' time)
         for r in range(starts):
             ctx.set(dut.start, 1)
@@ -281,7 +290,9 @@ def test_counter_holds_full_range():
 
 
 @pytest.mark.parametrize("kind", ["cross_wait", "full_queue"])
-def test_deadlock(kind):
+def test_pop_before_push_is_token_underflow_at_dispatch(kind):
+    """Programs that would deadlock stop at dispatch at the golden model's pc (they used to
+    be reported as DEADLOCK, and in other shapes completed or named a later pc)."""
     L, M = Queue.LOAD, Queue.MATRIX
     if kind == "cross_wait":
         # Each waits for the other; the oldest blocked head (pc 0) is the first pop before its push.
@@ -295,7 +306,7 @@ def test_deadlock(kind):
         words += [instr(M, 1 + n + k, signal=1 << L) for k in range(n)] + [HALT]
         want_pc = 1
     res = run(words)
-    assert (res["done"], res["code"], res["pc"]) == (0, ErrorCode.DEADLOCK, want_pc)
+    assert (res["done"], res["code"], res["pc"]) == (0, ErrorCode.TOKEN_UNDERFLOW, want_pc)
     with pytest.raises(NpuError) as e:
         GoldenNPU(TINY).run(_image(words), PROG)
     assert (e.value.code, e.value.pc) == (ErrorCode.TOKEN_UNDERFLOW, want_pc)
@@ -418,7 +429,9 @@ def model_takes(n, lat, max_fetch=8):
 @pytest.mark.parametrize("lat", [0, 3, 6, 10, 20])
 def test_dispatch_timing(lat):
     """Exact take cycles against the model: one per cycle while max_fetch covers the latency."""
-    words = [instr(Queue(pc % 4), pc) for pc in range(32)] + [HALT]
+    # No STOREs: a STORE waits for every older LOAD (an ordering rule, tested on its own).
+    queues = (Queue.LOAD, Queue.MATRIX, Queue.VECTOR, Queue.MATRIX)
+    words = [instr(queues[pc % 4], pc) for pc in range(32)] + [HALT]
     rng = random.Random(0)
     units = {q: UnitModel(q, rng, dur=(1, 1), p_ready=1.0, cap=8) for q in Queue}
     res = run(words, units=units, lat=(lat, lat), p_ready=1.0, depth=64, one_per_cycle=True)
@@ -468,7 +481,7 @@ def dma_fetch_takes(cfg, n, lat):
 
     async def tb(ctx):
         seq = top.seq
-        ctx.set(seq.prog_addr, PROG)
+        _grant(ctx, seq, len(words))
         ctx.set(seq.start, 1)
         for now in range(3000):
             await slave.step(ctx, top, now)
@@ -498,3 +511,19 @@ def test_dispatch_timing_through_dma(name, lat):
     takes = dma_fetch_takes(cfg, 24, lat)
     assert takes[0] == lat + fb + 6
     assert [b - a for a, b in zip(takes, takes[1:])] == [fb] * 23
+
+
+def test_a_store_waits_for_older_loads_and_the_previous_store():
+    """STORE issue order: after every older LOAD's done and the previous STORE's done, never before
+    (so that an error of either leaves no younger STORE issued); younger LOADs do not hold it."""
+    L, S = Queue.LOAD, Queue.STORE
+    words = [instr(L, 0), instr(S, 1), instr(S, 2), instr(L, 3), instr(S, 4), instr(L, 5), HALT]
+    rng = random.Random(4)
+    units = {q: UnitModel(q, rng, dur=(5, 40), p_ready=1.0, cap=4) for q in Queue}
+    res = run(words, units=units)
+    assert res["done"]
+    start = {pc: t for u in units.values() for pc, t in u.starts}
+    done = {pc: t for u in units.values() for pc, t in u.dones}
+    for s_pc, after in ((1, (0,)), (2, (0, 1)), (4, (0, 2, 3))):
+        assert all(start[s_pc] > done[p] for p in after), (s_pc, start, done)
+    assert start[4] < done[5] or start[5] < start[4]   # LOAD 5 is younger: it does not hold STORE 4
