@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,14 +208,28 @@ def fst_build_flags(root: Path) -> list[str]:
     shim = Path(root) / "lz4-shim"
     (shim / "include").mkdir(parents=True, exist_ok=True)
     (shim / "lib").mkdir(parents=True, exist_ok=True)
+    # Several processes may do this at once while others compile against the shim:
+    # each file is made under a private name and renamed into place, so nobody
+    # ever sees a half-written header or a missing link.
+    tmp_name = f".tmp-{os.getpid()}-{threading.get_ident()}"
     flags = []
     if not have_header:
-        (shim / "include" / "lz4.h").write_text(_LZ4_DECLARATIONS)
+        header = shim / "include" / "lz4.h"
+        try:
+            same = header.read_text() == _LZ4_DECLARATIONS
+        except OSError:
+            same = False
+        if not same:
+            tmp = header.with_name(header.name + tmp_name)
+            tmp.write_text(_LZ4_DECLARATIONS)
+            os.replace(tmp, header)
         flags += ["-CFLAGS", f"-I{shim / 'include'}"]
     if not have_link:
         link = shim / "lib" / "liblz4.so"
         if not link.is_symlink() or link.resolve() != runtime.resolve():
-            link.unlink(missing_ok=True)
-            link.symlink_to(runtime)
+            tmp = link.with_name(link.name + tmp_name)
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(runtime)
+            os.replace(tmp, link)
         flags += ["-LDFLAGS", f"-L{shim / 'lib'} -Wl,-rpath,{runtime.parent}"]
     return flags
