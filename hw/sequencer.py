@@ -116,6 +116,9 @@ class Sequencer(wiring.Component):
 
         go = Signal()          # a start that is taken
         m.d.comb += go.eq(self.start & ~self.busy)
+        aborting = Signal()    # an abort was taken: nothing more is dispatched or issued
+        halt_all = Signal()
+        m.d.comb += halt_all.eq(aborting | self.abort)
 
         # ---------------------------------------------------------------- fetch
         # Requests run ahead of dispatch; their responses wait in the DMA's
@@ -141,7 +144,7 @@ class Sequencer(wiring.Component):
                              & (req_addr + INSTR_BYTES <= (1 << cfg.axi_addr_bits))),
         ]
         m.d.comb += [
-            fe.req.valid.eq(fetching & req_in_window & (outstanding < self._max_fetch) & ~self.abort),
+            fe.req.valid.eq(fetching & req_in_window & (outstanding < self._max_fetch) & ~halt_all),
             fe.req.payload.addr.eq(req_addr),
             req_hs.eq(fe.req.valid & fe.req.ready),
             resp_hs.eq(fe.resp.valid & fe.resp.ready),
@@ -194,7 +197,7 @@ class Sequencer(wiring.Component):
         m.d.comb += q_wrdy.eq(Cat(*(f.w_rdy for f in qf)))
 
         active = Signal()      # may dispatch
-        m.d.comb += active.eq(self.busy & ~stopping & ~self.abort)
+        m.d.comb += active.eq(self.busy & ~stopping & ~halt_all)
         f_take = Signal()      # F is emptied this cycle
         with m.If(f_valid & active):
             with m.If(f_code != 0):
@@ -281,7 +284,7 @@ class Sequencer(wiring.Component):
             i = ResetInserter(go)(fifo.SyncFIFO(width=4 + 32, depth=self._inflight_depth))
             m.submodules[f"inflight_{UNIT_NAMES[q]}"] = i
             el = Signal(name=f"eligible_{q.name.lower()}")
-            m.d.comb += el.eq(f.r_rdy & (~stopping | (hpc < stop_pc)) & ~self.abort)
+            m.d.comb += el.eq(f.r_rdy & (~stopping | (hpc < stop_pc)) & ~halt_all)
             infl.append(i)
             head_pc.append(hpc)
             tokens_ok.append(ok)
@@ -369,19 +372,18 @@ class Sequencer(wiring.Component):
         # --------------------------------------------------------------- stop
         # The run ends once everything older than the stop has completed (an
         # abort: at once) and the bus is quiet.
-        aborting = Signal()
         abort_pc = Signal(32)
         with m.If(self.busy & self.abort & ~aborting):
             m.d.sync += [aborting.eq(1), abort_pc.eq(Mux(f_valid, f_pc, resp_pc)), fetching.eq(0)]
-        m.d.comb += self.bus_stop.eq(aborting | self.abort)
+        m.d.comb += self.bus_stop.eq(halt_all)
         mv_idle = ~units[Queue.MATRIX].busy & ~units[Queue.VECTOR].busy
         with m.If(self.busy):
             with m.If(aborting):
                 with m.If(mv_idle & ~self.bus_busy):
                     m.d.sync += [self.busy.eq(0), self.error_code.eq(ErrorCode.ABORTED),
-                                 self.error_pc.eq(abort_pc)]
+                                 self.error_pc.eq(abort_pc), aborting.eq(0)]
             with m.Elif(stopping & units_idle & ~any_eligible & (err == 0) & ~self.bus_busy
-                        & ~self.abort):
+                        & ~halt_all):
                 m.d.sync += [self.busy.eq(0), fetching.eq(0)]
                 with m.If(stop_code != 0):
                     m.d.sync += [self.error_code.eq(stop_code), self.error_pc.eq(stop_pc)]

@@ -7,8 +7,9 @@ from amaranth.sim import Simulator
 from flashnpu.hw.csr import ControlRegisters, counter_layout
 from flashnpu.sw.config import load_config
 from flashnpu.sw.isa import ErrorCode
-from flashnpu.sw.regmap import (COUNTERS, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG,
-                                REGISTERS, STATUS_BUSY, STATUS_DONE, STATUS_ERROR, STATUS_CODE_SHIFT)
+from flashnpu.sw.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG,
+                                REGISTERS, STATUS_BUSY, STATUS_DONE, STATUS_ERROR, STATUS_CODE_SHIFT,
+                                STATUS_QUIET, STATUS_RESETTING, DramGrant)
 
 TINY = load_config("tiny")
 
@@ -88,6 +89,7 @@ def simulate(body, cfg=TINY):
                 pulses["soft_reset"].append(cycle[0])
 
     async def tb(ctx):
+        ctx.set(dut.quiet, 1)              # an idle NPU: the bus is quiet
         await body(ctx, dut, Master(ctx, dut.s_axil), pulses)
 
     sim = Simulator(dut)
@@ -105,6 +107,7 @@ def test_reset_values_of_every_register():
         expect = {
             "ID": NPU_ID,
             "CONFIG": cfg.dim | ((cfg.dma_beat_bytes.bit_length() - 1) << 8) | (cfg.queue_depth << 16),
+            "STATUS": STATUS_QUIET,
         }
         for reg in REGISTERS:
             value, resp = await bus.read(reg.offset, with_resp=True)
@@ -138,7 +141,7 @@ def test_start_done_error_handshake_and_cycle_counter():
         assert len(pulses["start"]) == 1
         # The sequencer raises busy the cycle after start, for 37 cycles.
         ctx.set(dut.busy, 1)
-        assert await bus.read(REG["STATUS"]) == STATUS_BUSY
+        assert await bus.read(REG["STATUS"]) == STATUS_BUSY | STATUS_QUIET
         await bus.write(REG["CONTROL"], CONTROL_START)       # ignored while busy
         assert len(pulses["start"]) == 1
         # Count the cycles busy is high ourselves.
@@ -148,7 +151,7 @@ def test_start_done_error_handshake_and_cycle_counter():
             await ctx.tick()
         ctx.set(dut.busy, 0)
         ctx.set(dut.done, 1)
-        assert await bus.read(REG["STATUS"]) == STATUS_DONE
+        assert await bus.read(REG["STATUS"]) == STATUS_DONE | STATUS_QUIET
         cycles = await bus.read(REG["CYCLES_LO"])
         assert await bus.read(REG["CYCLES_HI"]) == 0
         assert cycles == ctx.get(dut.counters["CYCLES"])
@@ -157,7 +160,7 @@ def test_start_done_error_handshake_and_cycle_counter():
         ctx.set(dut.done, 0)
         ctx.set(dut.error_code, ErrorCode.AXI_DECERR)
         ctx.set(dut.error_pc, 7)
-        assert await bus.read(REG["STATUS"]) == STATUS_ERROR | (ErrorCode.AXI_DECERR << STATUS_CODE_SHIFT)
+        assert await bus.read(REG["STATUS"]) == STATUS_ERROR | STATUS_QUIET | (ErrorCode.AXI_DECERR << STATUS_CODE_SHIFT)
         assert await bus.read(REG["ERROR_PC"]) == 7
         # A new start clears the counters.
         ctx.set(dut.error_code, 0)
@@ -203,9 +206,35 @@ def test_soft_reset_clears_counters_keeps_prog_addr():
         assert await bus.read(REG["BYTES_READ_LO"]) == 40
         await bus.write(REG["CONTROL"], CONTROL_SOFT_RESET)
         assert len(pulses["soft_reset"]) == 1
+        # The request alone clears nothing: the top resets the blocks once the bus is quiet.
+        assert await bus.read(REG["INSTRUCTIONS_LO"]) == 10
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
         for name, _ in COUNTERS:
             assert await bus.read(REG[f"{name}_LO"]) == 0
         assert await bus.read(REG["PROG_ADDR"]) == 0xABC0
+
+    simulate(body)
+
+
+def test_start_only_on_a_quiet_idle_npu_and_status_bits():
+    async def body(ctx, dut, bus, pulses):
+        for quiet, busy, resetting, taken in ((0, 0, 0, False), (1, 1, 0, False), (1, 0, 1, False),
+                                              (1, 0, 0, True)):
+            ctx.set(dut.quiet, quiet)
+            ctx.set(dut.busy, busy)
+            ctx.set(dut.resetting, resetting)
+            n = len(pulses["start"])
+            await bus.write(REG["CONTROL"], CONTROL_START)
+            assert (len(pulses["start"]) > n) == taken, (quiet, busy, resetting)
+            status = await bus.read(REG["STATUS"])
+            assert status == (STATUS_QUIET * quiet | STATUS_BUSY * busy | STATUS_RESETTING * resetting)
+        await bus.write(REG["CONTROL"], CONTROL_ABORT)
+        for name, value in DramGrant(0x100, 0x200, ((0x1000, 0x2000), (0x3000, 0x4000))).registers().items():
+            await bus.write(REG[name], value)
+            assert await bus.read(REG[name]) == value, name
+        assert ctx.get(dut.grant.windows[1].limit) == 0x4000
 
     simulate(body)
 

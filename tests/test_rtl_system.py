@@ -16,6 +16,7 @@ from flashnpu.sw.config import load_config
 from flashnpu.sw.golden import GoldenNPU, NpuError
 from flashnpu.sw.isa import INSTR_BYTES, ErrorCode, Opcode
 from flashnpu.sw.reference import make_attention_tensors, make_gemm_tensors, reference_gemm
+from flashnpu.sw.regmap import DramGrant
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload
 
 pytestmark = pytest.mark.rtl
@@ -158,10 +159,16 @@ def test_decerr_beyond_memory_matches_golden():
     body = {n: v for n, v in d.items() if n != "opcode"}
     p = _Patched(prog, replace={k: encode_word(Opcode.STORE, **body)})
     img = p.image(image)
-    e = _golden_error(img, p.prog_addr)
-    assert e.code == ErrorCode.AXI_DECERR
+    # A DMA window past the memory's end, so the STORE reaches the bus.
+    grant = DramGrant.for_program(p.prog_addr, len(p.words), len(img) + 8192)
+    with pytest.raises(NpuError) as e:
+        GoldenNPU(TINY).run(img, grant=grant)
+    assert e.value.code == ErrorCode.AXI_DECERR
+    rtl = run_program(TINY, p, img, grant=grant)
+    assert (rtl.error_code, rtl.error_pc) == (e.value.code, e.value.pc)
+    # With the grant a driver gives by default (the image), it never reaches the bus.
     rtl = run_program(TINY, p, img)
-    assert (rtl.error_code, rtl.error_pc) == (e.code, e.pc)
+    assert rtl.error_code == ErrorCode.DMA_WINDOW and rtl.error_pc == k
 
 
 def test_illegal_opcode():
