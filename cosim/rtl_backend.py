@@ -21,7 +21,7 @@ from flashnpu.sw.config import load_config
 from flashnpu.sw.isa import ErrorCode
 from flashnpu.sw.program import program_grant
 from flashnpu.sw.regmap import DramGrant
-from flashnpu.cosim.build import BuildResult, build_from_sources, run_cocotb, source_key
+from flashnpu.cosim.build import BuildResult, RunFolder, build_from_sources, run_cocotb, source_key
 from flashnpu.cosim.verilog import to_verilog
 
 __all__ = ["RtlResult", "RtlError", "RtlTimeout", "RunSpec", "build_npu", "default_timeout",
@@ -63,6 +63,8 @@ class RtlResult:
     status : int
         The last STATUS register value.
     run_dir : Path
+        Removed when every result of the run (and any exception it raised) is
+        dropped, unless ``waves``, ``FLASHNPU_KEEP_RUNS=1`` or a ``run_dir`` of the caller.
     quiet : bool
         STATUS showed QUIET at the end (no AXI transaction outstanding, no unit busy).
     """
@@ -78,6 +80,7 @@ class RtlResult:
     run_dir: Path | None = None
     build: BuildResult | None = field(default=None, repr=False)
     quiet: bool = False
+    run_folder: RunFolder | None = field(default=None, repr=False, compare=False)
 
     @property
     def done(self) -> bool:
@@ -249,9 +252,10 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
                           progress=progress)
     else:
         b = build_npu(cfg, waves=waves, progress=progress)
+    folder = None
     if run_dir is None:
-        import tempfile
-        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=b.dir))
+        folder = RunFolder(b.dir, keep=waves)   # removed with the results (cosim/build.py)
+        run_dir = folder.path
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # Each image fills the whole memory, so that a run never sees an earlier run's bytes.
@@ -295,7 +299,8 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
                                  error_code=code, error_pc=int(r["error_pc"]),
                                  wall_s=time.monotonic() - t0, build_s=b.build_s,
                                  sim_wall_s=float(r["sim_wall_s"]), status=int(r["status"]),
-                                 run_dir=run_dir, build=b, quiet=bool(r.get("quiet"))))
+                                 run_dir=run_dir, build=b, quiet=bool(r.get("quiet")),
+                                 run_folder=folder))
     return results
 
 
