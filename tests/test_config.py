@@ -286,3 +286,53 @@ def test_from_dict_raises_only_config_error(d, require_all):
                  config_dicts().map(lambda d: "\n".join(f"{k}: {v}" for k, v in d.items()))))
 def test_validate_config_text_raises_only_config_error(text):
     _only_config_error(validate_config_text, text)
+
+
+# ------------------------------------------------------------------ the loader's limits are the hardware's
+#: Every limit at its edge, on the tiny array: the loader accepts these and the generated NPU lints clean.
+EDGES = {
+    "low": dict(spad_rows=16, spad_banks=8, acc_rows=8, acc_banks=4,     # 4*dim / 2*dim rows, 2 rows per bank
+                vector_state_rows=4, dma_burst_len=2, axi_id_bits=2, dma_max_outstanding=2, axi_addr_bits=16,
+                queue_depth=2, token_bits=2),
+    "high": dict(spad_banks=1, acc_banks=1, vector_state_rows=4096, dma_burst_len=256, axi_id_bits=8,
+                 queue_depth=256, token_bits=8),
+}
+# Not here because they take minutes (measured once, all clean): spad_rows = acc_rows = 65536 (generating
+# 65536-row memories alone takes 100 s), dma_max_outstanding = 254 with 8 ID bits (its maximum is linted
+# below with 4 ID bits, 14 slots) and array_rows = 64.
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("edge", sorted(EDGES))
+def test_edge_configs_lint(tmp_path, edge):
+    from flashnpu.cosim.verilog import generate, lint
+    cfg = validate_config_text(yaml.safe_dump({**load_config("tiny").to_dict(), **EDGES[edge]}), f"edge_{edge}")
+    res = generate(cfg, tmp_path)
+    r = lint(res.verilog, res.top)
+    assert r.ok, r.output
+
+
+_DMA_ZERO_WIDTH = ("hw/dma_engine.py: Signal(range(1)) is zero-width, Verilog [-1:0], Verilator ASCRANGE; "
+                   "remove this xfail when the generator supports it")
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize("fields", [
+    pytest.param(dict(dma_burst_len=1), id="burst_len=1", marks=pytest.mark.xfail(
+        strict=True, reason="slot_last / rbeat = Signal(range(burst_len)) " + _DMA_ZERO_WIDTH)),
+    pytest.param(dict(dma_max_outstanding=1), id="outstanding=1", marks=pytest.mark.xfail(
+        strict=True, reason="iptr / rptr / q_slot = Signal(range(n_slots)) " + _DMA_ZERO_WIDTH)),
+    pytest.param(dict(dma_max_outstanding=15), id="outstanding=2**id_bits-1", marks=pytest.mark.xfail(
+        strict=True, reason="hw/dma_engine.py q_id <= n_slots is always true for a 4-bit q_id: Verilator "
+        "CMPCONST; remove this xfail when the generator supports it")),
+    pytest.param(dict(dma_max_outstanding=14), id="outstanding=2**id_bits-2"),
+    pytest.param(dict(dma_burst_len=2, dma_max_outstanding=2), id="burst_len=2"),
+])
+def test_dma_limits_lint(tmp_path, fields):
+    """dma_burst_len and dma_max_outstanding at the ends of the range the loader accepts."""
+    from flashnpu.cosim.verilog import generate, lint
+    from flashnpu.hw.dma_engine import DmaEngine
+    cfg = NPUConfig.from_dict({**load_config("tiny").to_dict(), **fields})
+    res = generate(DmaEngine(cfg), tmp_path)
+    r = lint(res.verilog, res.top)
+    assert r.ok, r.output
