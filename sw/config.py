@@ -4,6 +4,10 @@ The generator, the compiler's tiling, the golden model and the performance
 model all read :class:`NPUConfig`. A config that cannot work is rejected here,
 at load time, with :class:`ConfigError` naming the field, its value and the
 limit, never by a crash deep inside the generator.
+
+A config *file* (or YAML text, :func:`validate_config_text`) must state every
+field in :data:`HARDWARE_FIELDS`; ``NPUConfig(...)`` and
+``NPUConfig.from_dict`` in Python keep the dataclass defaults.
 """
 
 from __future__ import annotations
