@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= default
 
-.PHONY: setup test test-fast verilog lint demo bench clean
+.PHONY: setup test test-fast verilog lint demo bench fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,12 @@ demo: setup
 
 bench: setup
 	$(VENV)/bin/flashnpu bench
+
+# The seeded fuzz campaign, about 30 minutes: table on stdout, build/fuzz/report.json (docs: sw/fuzz.py).
+FUZZ_SECONDS ?= 1800
+FUZZ_SEED ?= 1
+fuzz: setup
+	$(VENV)/bin/flashnpu fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) --out build/fuzz
 
 clean:
 	rm -rf build .pytest_cache

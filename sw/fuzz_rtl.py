@@ -543,7 +543,7 @@ def run_category(name: str, st: Stats, budget: Budget, *, seed: int, cfg: NPUCon
     i = 0
     per_job = None
     batch = 6
-    while budget.left() > 5:
+    while budget.left() > 5 or i == 0:
         jobs = []
         t_make = time.monotonic()
         while len(jobs) < batch:
@@ -678,11 +678,15 @@ def run_build_cache(st: Stats, budget: Budget, *, seed: int, out: Path, progress
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     i = 0
     seeds = list(tries) if tries is not None else None
+    took = {"concurrent-run": 15.0, "killed-build": 40.0}     # last duration of a try of each kind
+    build_s = 20.0                                             # a cold build of the component, measured
     while (seeds is None and (budget.left() > 0 or i == 0)) or (seeds is not None and i < len(seeds)):
         s = seeds[i] if seeds is not None else case_seed(seed, i)
+        kind = "concurrent-run" if s % 2 == 0 else "killed-build"
+        if seeds is None and i > 0 and budget.left() < took[kind]:
+            break
         i += 1
         rng = random.Random(f"build:{s}")
-        kind = "concurrent-run" if s % 2 == 0 else "killed-build"
         t0 = time.monotonic()
         try:
             if kind == "concurrent-run":
@@ -718,7 +722,7 @@ def run_build_cache(st: Stats, budget: Budget, *, seed: int, out: Path, progress
                 p = subprocess.Popen([sys.executable, "-c", script, str(root), str(step), "build"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                      start_new_session=True)
-                delay = rng.uniform(0.0, 12.0)
+                delay = rng.uniform(0.0, 1.2 * build_s)
                 try:
                     p.communicate(timeout=delay)
                     st.info["killed-build: finished before the kill"] += 1
@@ -726,6 +730,7 @@ def run_build_cache(st: Stats, budget: Budget, *, seed: int, out: Path, progress
                     _kill_group(p)
                     st.info["killed-build: killed"] += 1
                 problems, missing = _integrity(root)
+                t_b = time.monotonic()
                 q = subprocess.run([sys.executable, "-c", script, str(root), str(step), "run"],
                                    capture_output=True, text=True, env=env, timeout=900)
                 if q.returncode != 0 or "RUN True" not in q.stdout:
@@ -733,6 +738,8 @@ def run_build_cache(st: Stats, budget: Budget, *, seed: int, out: Path, progress
                             f"the build after a kill at {delay:.1f} s failed (exit {q.returncode}): "
                             f"{one_line((q.stdout + q.stderr)[-600:])}")
                     continue
+                if "BUILT" in q.stdout and "False" in q.stdout.split("BUILT", 1)[1].splitlines()[0]:
+                    build_s = max(1.0, time.monotonic() - t_b)
         except Exception as e:
             st.fail("crashes", s, kind, exc_text(e))
             continue
@@ -745,5 +752,6 @@ def run_build_cache(st: Stats, budget: Budget, *, seed: int, out: Path, progress
         else:
             st.ok()
         st.info[kind] += 1
-        progress(f"[fuzz] build_cache: {kind} try in {time.monotonic() - t0:.0f} s")
+        took[kind] = time.monotonic() - t0
+        progress(f"[fuzz] build_cache: {kind} try in {took[kind]:.0f} s")
     shutil.rmtree(root, ignore_errors=True)
