@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtl", action=argparse.BooleanOptionalAction, default=True,
                    help="include the Verilator categories (tiny config)")
     p.add_argument("--replay", metavar="CATEGORY:SEED", default=None, help="run one recorded case again")
+    p.add_argument("--config", default="tiny", help="config of the program and RTL categories (default tiny)")
     return ap
 
 

@@ -291,15 +291,17 @@ def replay(spec: str, *, cfg=None, out=None, progress=print) -> int:
 def cli_fuzz(args) -> int:
     """``flashnpu fuzz``: the campaign, or ``--replay CATEGORY:SEED``."""
     out = Path(args.out)
+    config = getattr(args, "config", None) or "tiny"
     if getattr(args, "replay", None):
-        return replay(args.replay, out=out / "replay")
+        return replay(args.replay, cfg=config, out=out / "replay")
     if not args.seconds > 0:
         raise ValueError(f"argument '--seconds' = {args.seconds}: must be positive")
 
     def progress(msg):
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-    report = run_campaign(args.seconds, args.seed, out, args.categories, rtl=args.rtl, progress=progress)
+    report = run_campaign(args.seconds, args.seed, out, args.categories, rtl=args.rtl, progress=progress,
+                          config=config)
     print(format_table(report))
     print(f"report: {out / 'report.json'}")
     return 1 if report["failed"] else 0
@@ -318,4 +320,4 @@ def rtl_available() -> str | None:
 if __name__ == "__main__":      # python -m flashnpu.sw.fuzz SECONDS SEED OUT
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(cli_fuzz(type("A", (), {"seconds": float(sys.argv[1]), "seed": int(sys.argv[2]), "out": sys.argv[3],
-                                     "categories": None, "rtl": True, "replay": None})()))
+                                     "categories": None, "rtl": True, "replay": None, "config": "tiny"})()))
