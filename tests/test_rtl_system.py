@@ -160,7 +160,7 @@ def test_decerr_beyond_memory_matches_golden():
     p = _Patched(prog, replace={k: encode_word(Opcode.STORE, **body)})
     img = p.image(image)
     # A DMA window past the memory's end, so the STORE reaches the bus.
-    grant = DramGrant.for_program(p.prog_addr, len(p.words), len(img) + 8192)
+    grant = DramGrant(p.prog_addr, p.prog_addr + INSTR_BYTES * len(p.words), ((0, 1 << 31),))
     with pytest.raises(NpuError) as e:
         GoldenNPU(TINY).run(img, grant=grant)
     assert e.value.code == ErrorCode.AXI_DECERR
