@@ -50,7 +50,7 @@ __all__ = ["make_config_case", "check_rejection", "run_config_case", "run_catego
 #: Longest acceptable rejection message.
 MAX_MESSAGE = 1000
 #: Share of the category's time that Verilog generation may take.
-GENERATE_SHARE = 0.35
+GENERATE_SHARE = 0.2
 #: Largest array side and SRAM (bytes) that is generated.
 GENERATE_MAX_DIM = 8
 GENERATE_MAX_SRAM = 64 * 1024

@@ -488,7 +488,7 @@ def _mut_image(rng, b: _Builder):
     size = b.size()
     r = rng.random()
     if r < 0.6:
-        b.cut = rng.choice((b.code_addr + INSTR_BYTES * len(b.words), rng.randrange(b.code_addr, size + 1),
+        b.cut = rng.choice((b.code_addr + INSTR_BYTES * len(b.words), rng.randrange(min(b.code_addr, size), size + 1),
                             rng.randrange(0, size + 1, 64)))
         b.cut = max(b.cut, 32)
         b.muts.append(f"image cut to {b.cut} B")

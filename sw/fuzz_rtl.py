@@ -282,6 +282,14 @@ def _diff_text(a: np.ndarray, b: np.ndarray, skip=()) -> str | None:
     return f"{idx.size} DRAM bytes differ, first at {k:#x}: RTL {int(a[k]):#04x}, golden {int(b[k]):#04x}"
 
 
+def _racy(st: Stats, seed, step):
+    st.info["racy program, DRAM differs (allowed)"] += 1
+    st.info[f"racy: {_hazard_kind(step.hazards)}"] += 1
+    seeds = st.extra.setdefault("racy_seeds", [])
+    if len(seeds) < 20:
+        seeds.append(seed)
+
+
 def _hazard_kind(hazards) -> str:
     h = hazards[0]
     return "aliasing within an instruction" if "alias" in h else "no token between two queues"
@@ -318,8 +326,7 @@ def judge_step(st: Stats, job: RtlJob, k: int, step: Step, r: dict | None) -> bo
         d = _diff_text(dram, exp.dram)
         if d is not None:
             if racy:
-                st.info["racy program, DRAM differs (allowed)"] += 1
-                st.info[f"racy: {_hazard_kind(step.hazards)}"] += 1
+                _racy(st, seed, step)
             else:
                 st.fail("silent_corruptions", seed, "dram", f"RTL done, golden done, {d}; {where}")
                 return False
@@ -344,8 +351,7 @@ def judge_step(st: Stats, job: RtlJob, k: int, step: Step, r: dict | None) -> bo
     d = _diff_text(dram, exp.dram, exp.undefined)
     if d is not None:
         if racy:
-            st.info["racy program, DRAM differs (allowed)"] += 1
-            st.info[f"racy: {_hazard_kind(step.hazards)}"] += 1
+            _racy(st, seed, step)
         else:
             st.fail("disagreements", seed, "error-dram",
                     f"both {exp.code.name} at pc {exp.pc}, but {d} (outside the undefined "
@@ -368,6 +374,90 @@ def judge_job(st: Stats, job: RtlJob) -> bool:
         if not judge_step(st, job, k, step, r):
             return False
     return ok
+
+
+# ================================================================ the project's own backend
+#: Every this many batches, a few of the batch's jobs also run through ``rtl_backend.run_session``.
+OFFICIAL_EVERY = 4
+OFFICIAL_JOBS = 8
+
+
+def official_available() -> str | None:
+    """None if ``rtl_backend.run_session`` (runs with grants and faults, SOFT_RESET between) is there."""
+    try:
+        import inspect
+        from flashnpu.cosim import rtl_backend
+        fields = {f.name for f in __import__("dataclasses").fields(rtl_backend.RunSpec)}
+        if not {"grant", "faults", "timeout_cycles"} <= fields:
+            return "rtl_backend.RunSpec(grant, faults, timeout_cycles)"
+        inspect.signature(rtl_backend.run_session)
+    except (ImportError, AttributeError, TypeError):
+        return "rtl_backend.run_session / RunSpec"
+    return None
+
+
+def _official_ok(job: RtlJob) -> bool:
+    return all(s.grant is not None and 0 <= s.prog_addr <= s.image.size and s.reset != "hard" or k == 0
+               for k, s in enumerate(job.steps)) and len({s.backpressure for s in job.steps[1:]} or {False}) == 1
+
+
+def run_official(cfg: NPUConfig, jobs: list, st: Stats, progress=print) -> int:
+    """Run ``jobs`` again through ``rtl_backend.run_session`` (one session, SOFT_RESET between runs) and
+    judge them like the fuzz harness's runs; a session that raises is retried job by job."""
+    from types import SimpleNamespace
+    from flashnpu.cosim import rtl_backend
+    todo = [j for j in jobs if _official_ok(j)]
+    if not todo:
+        return 0
+    groups = {}
+    for j in todo:
+        groups.setdefault(j.steps[-1].backpressure, []).append(j)
+    n = 0
+    for bp, group in groups.items():
+        pending = [group]
+        while pending:
+            part = pending.pop()
+            runs, owners = [], []
+            # The session's memory is as large as its largest image (DECERR only beyond that), each
+            # image padded with zeros: the golden model's expectation is taken on the padded image.
+            size = max(s.image.size for j in part for s in j.steps)
+            padded = {}
+            for j in part:
+                steps = []
+                for k, s in enumerate(j.steps):
+                    img = np.concatenate([s.image, np.zeros(size - s.image.size, dtype=np.uint8)])
+                    m = Mutant(j.seed, "", [], img, s.prog_addr, s.grant, tuple(s.faults))
+                    npu = scrubbed_golden(cfg) if s.role == "case" else _fresh_golden(cfg)
+                    exp = golden_outcome(cfg, m, npu=npu)
+                    steps.append(Step(img, s.prog_addr, s.grant, tuple(s.faults), s.backpressure, "soft", s.timeout,
+                                      exp, s.role, s.hazards, s.words))
+                    runs.append(rtl_backend.RunSpec(SimpleNamespace(words=[], prog_addr=s.prog_addr), img,
+                                                    grant=s.grant, faults=tuple(s.faults), timeout_cycles=s.timeout))
+                    owners.append((j, k))
+                padded[j.id] = steps
+            try:
+                res = rtl_backend.run_session(cfg, runs, backpressure=bp, seed=part[0].seed % (1 << 31))
+            except Exception as e:
+                if len(part) > 1:
+                    pending += [[j] for j in part]
+                    continue
+                j = part[0]
+                outcome = "hangs" if isinstance(e, rtl_backend.RtlTimeout) else "crashes"
+                st.fail(outcome, j.seed, "official-session", f"rtl_backend.run_session: {exc_text(e)}; {j.describe}")
+                n += 1
+                continue
+            copies = {}
+            for (j, k), r in zip(owners, res):
+                c = copies.setdefault(j.id, RtlJob(j.id, j.seed, j.category, padded[j.id],
+                                                   "via rtl_backend.run_session: " + j.describe, dict(j.meta)))
+                c.results.append({"done": r.error_code == ErrorCode.NONE, "error": r.error_code != ErrorCode.NONE,
+                                  "error_code": int(r.error_code), "error_pc": r.error_pc, "dram": r.dram,
+                                  "cycles": r.cycles, "counters": r.counters, "status": r.status})
+            for c in copies.values():
+                judge_job(st, c)
+                n += 1
+    st.info["cases also run through rtl_backend.run_session"] += n
+    return n
 
 
 # ================================================================ case makers
@@ -543,6 +633,7 @@ def run_category(name: str, st: Stats, budget: Budget, *, seed: int, cfg: NPUCon
     i = 0
     per_job = None
     batch = 6
+    batches = 0
     while budget.left() > 5 or i == 0:
         jobs = []
         t_make = time.monotonic()
@@ -570,6 +661,13 @@ def run_category(name: str, st: Stats, budget: Budget, *, seed: int, cfg: NPUCon
         for job in jobs:
             if judge_job(st, job) and name == "backpressure":
                 _predict_ratio(st, job, cfg)
+        batches += 1
+        if batches % OFFICIAL_EVERY == 1 and budget.left() > 10:
+            why = official_available()
+            if why:
+                st.unavailable(f"{why}: no cross-check through the project's RTL backend")
+            else:
+                run_official(cfg, jobs[:OFFICIAL_JOBS], st, progress)
         dt = time.monotonic() - t_run
         per_job = dt / max(1, len(jobs))
         # Next batch: about 30 s of simulation, within what is left of the share.
@@ -601,6 +699,9 @@ def replay_case(name: str, st: Stats, seed: int, *, cfg, out, progress=print):
     if job.crash:
         progress(f"  crash: {job.crash}")
     judge_job(st, job)
+    if official_available() is None and _official_ok(job):
+        progress("  again through rtl_backend.run_session:")
+        run_official(cfg, [job], st, progress)
     if name == "backpressure":
         _predict_ratio(st, job, cfg)
         _finish_ratios(st)
