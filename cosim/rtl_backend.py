@@ -398,11 +398,17 @@ def cli_run(args) -> int:
         frac = f" ({v / rtl.cycles:.1%})" if rtl.cycles and not k.startswith("BYTES") \
             and k not in ("CYCLES", "INSTRUCTIONS") else ""
         print(f"  {k:<15} {v:>14,}{frac}")
+    # The RESULT line first: a trace that cannot be written must not lose it.
+    print("RESULT: " + ("match" if ok else "MISMATCH"), flush=True)
     if args.trace:
         from flashnpu.sw.trace import write_trace
-        p = write_trace(args.trace, perf, prog.words, title=f"flashnpu {wl} (performance model)",
-                        regions=prog.onchip.get("regions"), rtl_counters=rtl.counters)
+        try:
+            p = write_trace(args.trace, perf, prog.words, title=f"flashnpu {wl} (performance model)",
+                            regions=prog.onchip.get("regions"), rtl_counters=rtl.counters)
+        except OSError as e:
+            print(f"flashnpu run: error: argument --trace: cannot write {args.trace}: {e.strerror}",
+                  file=sys.stderr)
+            return 2
         print(f"trace (performance model timeline; RTL cycles {rtl.cycles:,}, model "
               f"{perf.cycles:,}): {p}")
-    print("RESULT: " + ("match" if ok else "MISMATCH"))
     return 0 if ok else 1

@@ -305,15 +305,16 @@ class DmaEngine(wiring.Component):
         # Slots are used round-robin and retired in the same order, so the SRAM
         # sees beats in order whatever order the slave answers in.
         slot_busy = Array(Signal(name=f"slot{i}_busy") for i in range(n_slots))
-        slot_last = Array(Signal(range(burst_len), name=f"slot{i}_last") for i in range(n_slots))
+        # (range(max(2, n)): a one-value counter would be a zero-width wire, which fails lint)
+        slot_last = Array(Signal(range(max(2, burst_len)), name=f"slot{i}_last") for i in range(n_slots))
         slot_cnt = Array(Signal(range(burst_len + 1), name=f"slot{i}_cnt") for i in range(n_slots))
         # The first error response of each slot's burst. It is reported when the
         # beat retires, not when it arrives, so that every older LOAD has signalled
         # done by then and the sequencer blames the LOAD the beat belongs to.
         slot_err = Array(Signal(ERROR_SHAPE, name=f"slot{i}_err") for i in range(n_slots))
-        iptr = Signal(range(n_slots))
-        rptr = Signal(range(n_slots))
-        rbeat = Signal(range(burst_len))
+        iptr = Signal(range(max(2, n_slots)))
+        rptr = Signal(range(max(2, n_slots)))
+        rbeat = Signal(range(max(2, burst_len)))
         any_busy = Signal()
         m.d.comb += any_busy.eq(Cat(*slot_busy).any())
 
@@ -371,9 +372,11 @@ class DmaEngine(wiring.Component):
         fbeat = Signal(range(fbeats)) if fbeats > 1 else None    # a zero-width wire fails lint
         q_fetch = Signal()
         q_load = Signal()
-        q_slot = Signal(range(n_slots))
+        q_slot = Signal(range(max(2, n_slots)))
+        # (with every ID in use, "q_id <= n_slots" is always true: Verilator's CMPCONST)
+        id_in_use = (q_id <= n_slots) if n_slots < (1 << cfg.axi_id_bits) - 1 else C(1)
         m.d.comb += [q_fetch.eq(q_valid & (q_id == 0)),
-                     q_load.eq(q_valid & (q_id != 0) & (q_id <= n_slots)),
+                     q_load.eq(q_valid & (q_id != 0) & id_in_use),
                      q_slot.eq(q_id - 1)]
         with m.If(q_fetch):
             if beat > INSTR_BYTES:

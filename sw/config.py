@@ -196,6 +196,10 @@ class NPUConfig:
                  f"({self.spad_row_bytes * 8} bits), so that a beat never spans two rows")
         if not 1 <= self.dma_burst_len <= 256:
             fail("dma_burst_len", "must be between 1 and 256 (AXI4 INCR)")
+        fetch_beats = max(1, 32 // self.dma_beat_bytes)
+        if self.dma_burst_len < fetch_beats:
+            fail("dma_burst_len", f"must be at least {fetch_beats}: an instruction fetch reads one "
+                 f"32-byte word in one burst of {self.dma_beat_bytes}-byte beats")
         if self.dma_burst_len * self.dma_beat_bytes > 4096:
             fail("dma_burst_len", f"times the beat size ({self.dma_beat_bytes} B) must be at most "
                  "4096 B (an AXI burst may not cross 4 KiB)")

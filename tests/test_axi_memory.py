@@ -533,7 +533,7 @@ def test_sim_top_runs_a_program_from_the_backdoor_image():
     from flashnpu.cosim.axi_memory import SimTop
     from flashnpu.sw.golden import GoldenNPU
     from flashnpu.sw.isa import INSTR_BYTES
-    from flashnpu.sw.regmap import CONTROL_START, REG, STATUS_DONE
+    from flashnpu.sw.regmap import CONTROL_START, REG, STATUS_DONE, DramGrant
     from test_npu import A_ADDR, C_ADDR, PROG, W_ADDR, LiteHost, gemm_program
 
     m_, k_, n_ = 6, 8, 8

@@ -47,6 +47,7 @@ REJECTIONS = [
     ("dma_data_bits", 256, "at most the scratchpad row width"),
     ("dma_burst_len", 300, "between 1 and 256"),
     ("dma_burst_len", 512, "between 1 and 256"),
+    ("dma_burst_len", 1, "at least 2: an instruction fetch"),   # a 16-byte beat: a fetch is 2 beats
     ("dma_max_outstanding", 16, "between 1 and 15"),
     ("axi_addr_bits", 40, "between 16 and 32"),
     ("axi_id_bits", 9, "between 1 and 8"),
@@ -292,7 +293,7 @@ def test_validate_config_text_raises_only_config_error(text):
 #: Every limit at its edge, on the tiny array: the loader accepts these and the generated NPU lints clean.
 EDGES = {
     "low": dict(spad_rows=16, spad_banks=8, acc_rows=8, acc_banks=4,     # 4*dim / 2*dim rows, 2 rows per bank
-                vector_state_rows=4, dma_burst_len=2, axi_id_bits=2, dma_max_outstanding=2, axi_addr_bits=16,
+                vector_state_rows=4, dma_burst_len=8, axi_id_bits=2, dma_max_outstanding=2, axi_addr_bits=16,
                 queue_depth=2, token_bits=2),
     "high": dict(spad_banks=1, acc_banks=1, vector_state_rows=4096, dma_burst_len=256, axi_id_bits=8,
                  queue_depth=256, token_bits=8),
@@ -312,21 +313,15 @@ def test_edge_configs_lint(tmp_path, edge):
     assert r.ok, r.output
 
 
-_DMA_ZERO_WIDTH = ("hw/dma_engine.py: Signal(range(1)) is zero-width, Verilog [-1:0], Verilator ASCRANGE; "
-                   "remove this xfail when the generator supports it")
-
-
 @pytest.mark.rtl
 @pytest.mark.parametrize("fields", [
-    pytest.param(dict(dma_burst_len=1), id="burst_len=1", marks=pytest.mark.xfail(
-        strict=True, reason="slot_last / rbeat = Signal(range(burst_len)) " + _DMA_ZERO_WIDTH)),
-    pytest.param(dict(dma_max_outstanding=1), id="outstanding=1", marks=pytest.mark.xfail(
-        strict=True, reason="iptr / rptr / q_slot = Signal(range(n_slots)) " + _DMA_ZERO_WIDTH)),
-    pytest.param(dict(dma_max_outstanding=15), id="outstanding=2**id_bits-1", marks=pytest.mark.xfail(
-        strict=True, reason="hw/dma_engine.py q_id <= n_slots is always true for a 4-bit q_id: Verilator "
-        "CMPCONST; remove this xfail when the generator supports it")),
+    # (these three used to fail Verilator: zero-width counters, a constant ID comparison)
+    pytest.param(dict(dma_burst_len=8, dma_max_outstanding=1), id="outstanding=1"),
+    pytest.param(dict(dma_max_outstanding=15), id="outstanding=2**id_bits-1"),
+    pytest.param(dict(dma_data_bits=256, array_rows=32, array_cols=32, vector_lanes=32, dma_burst_len=1),
+                 id="burst_len=1"),
     pytest.param(dict(dma_max_outstanding=14), id="outstanding=2**id_bits-2"),
-    pytest.param(dict(dma_burst_len=2, dma_max_outstanding=2), id="burst_len=2"),
+    pytest.param(dict(dma_burst_len=8, dma_max_outstanding=2), id="burst_len=fetch"),
 ])
 def test_dma_limits_lint(tmp_path, fields):
     """dma_burst_len and dma_max_outstanding at the ends of the range the loader accepts."""
