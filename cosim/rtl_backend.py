@@ -222,7 +222,8 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
         img = np.array(np.asarray(run.image, dtype=np.uint8).reshape(-1), copy=True)
         code = np.frombuffer(program_bytes(_words(run.program)), dtype=np.uint8)
         pa = int(run.program.prog_addr)
-        if pa % 32 or pa + code.size > img.size:
+        # (no words to place: PROG_ADDR may point anywhere, e.g. outside the memory, to test that)
+        if pa % 32 or not 0 <= pa < 1 << 32 or (code.size and pa + code.size > img.size):
             raise ValueError(f"runs[{k}]: program of {code.size} B at prog_addr {pa:#x} does not fit the "
                              f"{img.size}-byte image (or prog_addr is not 32-byte aligned)")
         img[pa:pa + code.size] = code

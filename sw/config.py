@@ -357,6 +357,9 @@ def load_config(name_or_path: "str | Path | NPUConfig") -> NPUConfig:
     """
     if isinstance(name_or_path, NPUConfig):
         return name_or_path
+    if not isinstance(name_or_path, (str, Path)) or (isinstance(name_or_path, str) and not name_or_path):
+        raise ConfigError(f"argument config = {name_or_path!r}: must be a config name ({', '.join(config_names())}), "
+                          "a YAML file path or an NPUConfig")
     p = Path(name_or_path)
     if p.suffix not in (".yaml", ".yml"):
         p = config_path(str(name_or_path))

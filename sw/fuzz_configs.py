@@ -159,7 +159,7 @@ def _mutate_dict(rng: random.Random, d: dict, muts: list, keys: list) -> dict:
 
 
 def _mutate_text(rng: random.Random, text: str, muts: list) -> str:
-    lines = text.splitlines()
+    lines = text.splitlines() or [""]
     body = [i for i, line in enumerate(lines) if line.strip() and not line.lstrip().startswith("#")] or [0]
     r = rng.random()
     if r < 0.16:
@@ -209,7 +209,7 @@ def _mutate_text(rng: random.Random, text: str, muts: list) -> str:
         muts.append("flow mapping")
         try:
             d = yaml.safe_load(text)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, RecursionError):   # e.g. a 5000-digit integer
             d = None
         if not isinstance(d, dict):
             return text + "\n{}"

@@ -331,3 +331,10 @@ def test_dma_limits_lint(tmp_path, fields):
     res = generate(DmaEngine(cfg), tmp_path)
     r = lint(res.verilog, res.top)
     assert r.ok, r.output
+
+
+@pytest.mark.parametrize("bad", [None, 4.5, 123, "", ["tiny"]])
+def test_config_argument_of_the_wrong_type_is_named(bad):
+    """Found by the fuzz campaign: run(config=4.5) was a bare TypeError from pathlib."""
+    with pytest.raises(ConfigError, match=r"^argument config = .*: must be a config name"):
+        load_config(bad)
