@@ -397,8 +397,11 @@ def official_available() -> str | None:
 
 
 def _official_ok(job: RtlJob) -> bool:
-    return all(s.grant is not None and 0 <= s.prog_addr <= s.image.size and s.reset != "hard" or k == 0
-               for k, s in enumerate(job.steps)) and len({s.backpressure for s in job.steps[1:]} or {False}) == 1
+    """The job fits a session: every step has a grant, no step but the first needs a hard reset, and the
+    steps after the first agree on backpressure (a session has one setting)."""
+    return (all(s.grant is not None for s in job.steps)
+            and all(s.reset != "hard" for s in job.steps[1:])
+            and len({s.backpressure for s in job.steps[1:]} or {False}) == 1)
 
 
 def run_official(cfg: NPUConfig, jobs: list, st: Stats, progress=print) -> int:
