@@ -34,6 +34,7 @@ import numpy as np
 from flashnpu.sw.asm import decode_word, encode_word, instr_fields, program_bytes
 from flashnpu.sw.config import NPUConfig, load_config
 from flashnpu.sw.fuzz import Budget, Stats, case_seed, exc_text, one_line
+from flashnpu.sw.golden import row_ranges
 from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
 
 __all__ = ["Base", "Mutant", "base_programs", "make_mutant", "golden_outcome", "GoldenOutcome",
@@ -789,17 +790,6 @@ def _rows_mask(start: int, n: int) -> int:
     return ((1 << n) - 1) << start if n > 0 else 0
 
 
-def _intervals(starts: np.ndarray, rb: int) -> tuple:
-    """Merged ``(lo, hi)`` byte ranges of rows of ``rb`` bytes starting at ``starts``."""
-    out = []
-    for a in np.unique(starts).tolist():
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], a + rb)
-        else:
-            out.append([a, a + rb])
-    return tuple((lo, hi) for lo, hi in out)
-
-
 def _ivs_overlap(a: tuple, b: tuple) -> bool:
     i = j = 0
     while i < len(a) and j < len(b):
@@ -828,7 +818,7 @@ def _footprint(f: dict, cfg: NPUConfig):
         r = np.arange(f["rows"], dtype=np.int64)[:, None]
         c = np.arange(f["chunks"], dtype=np.int64)[None, :]
         starts = (f["dram_addr"] + r * f["dram_stride"] + c * rb).ravel()
-        dram = _intervals(starts, rb)
+        dram = row_ranges(starts, rb)
         if op == Opcode.LOAD:
             W[mem] |= srows
             R["D"] = dram

@@ -37,7 +37,7 @@ from flashnpu.sw.numerics import (
 )
 
 __all__ = ["NpuError", "GoldenResult", "GoldenNPU", "check", "check_fields", "check_window",
-           "dma_extent", "COUNTS"]
+           "dma_extent", "row_ranges", "COUNTS"]
 
 
 class NpuError(Exception):
@@ -168,7 +168,7 @@ def check_window(f: dict, config: NPUConfig, grant: DramGrant | None) -> tuple[E
     return _NONE, ""
 
 
-def _row_ranges(start: np.ndarray, rb: int) -> tuple:
+def row_ranges(start: np.ndarray, rb: int) -> tuple:
     """Byte ranges ``(lo, hi)`` of DMA rows starting at ``start``, adjacent ones merged."""
     out = []
     for a in np.sort(start).tolist():
@@ -373,12 +373,12 @@ class GoldenNPU:
         sram = (f["sram_addr"] + c * f["sram_chunk_stride"] + r).ravel()
         start = (f["dram_addr"] + r * f["dram_stride"] + c * rb).ravel()
         end = int(start[-1]) + rb   # the largest start is the last one (all terms are non-negative)
-        undefined = _row_ranges(start, rb) if f["opcode"] == Opcode.STORE else ()
+        undefined = row_ranges(start, rb) if f["opcode"] == Opcode.STORE else ()
         if end > self.dram.size:
             raise NpuError(ErrorCode.AXI_DECERR, pc,
                            f"DRAM bytes up to {end:#x} beyond the {self.dram.size}-byte image",
                            undefined=undefined)
-        for lo, hi in (_row_ranges(start, rb) if self.faults else ()):
+        for lo, hi in (row_ranges(start, rb) if self.faults else ()):
             code = self._fault(lo, hi)
             if code:
                 raise NpuError(code, pc, f"DRAM bytes [{lo:#x}, {hi:#x}) answered {code.name}",
