@@ -39,7 +39,7 @@ from flashnpu.sw.config import load_config
 
 __all__ = ["BenchCase", "SUITE", "BENCH_LAT", "suite_mem_bytes", "min_dma_bytes",
            "array_idle_causes", "bottleneck", "measure_rtl", "add_model", "run_case",
-           "markdown_table", "cli_bench"]
+           "markdown_table", "pipelined_tiles", "TOOL_SPEED", "measure_tool_speed", "cli_bench"]
 
 #: AXI latency of the HDL DRAM in the benchmark (the ideal slave of docs/dma.md; AxiRam behaves as 1).
 BENCH_LAT = 1
@@ -346,6 +346,68 @@ def run_case(case: BenchCase, config, *, seed: int = 0, mem_size: int | None = N
     return add_model(measure_rtl(case, config, seed=seed, mem_size=mem_size), config)
 
 
+# ------------------------------------------------------------ tool speed
+def pipelined_tiles(n: int, *, double_buffer: bool = True) -> list[int]:
+    """``n`` tiles of LOAD -> MATMUL -> VECTOR -> STORE with tokens between every pair of
+    neighbouring queues (two buffers per stage when ``double_buffer``), then HALT: ``4n+1`` words."""
+    from flashnpu.sw.asm import assemble
+    ld = "load mem=spad dram_addr=0 dram_stride=16 rows=4 chunks=1 sram_addr={a}"
+    mm = "matmul m_rows=4 k_chunks=1 n_blocks=1 a_addr={a} w_addr=100 out_addr={o}"
+    ve = "vector.requant rows=4 blocks=1 acc_addr={o} spad_addr={s} mult=1 shift=0"
+    st = "store mem=spad dram_addr=0x1000 dram_stride=16 rows=4 chunks=1 sram_addr={s}"
+    lines = []
+    for i in range(n):
+        a, o, s = 8 * (i % 2), 16 * (i % 2), 200 + 8 * (i % 2)
+        back = double_buffer and i >= 2          # waits for the tile two back to free its buffer
+        ahead = double_buffer and i < n - 2      # frees a buffer for the tile two ahead
+        lines.append(ld.format(a=a) + (" wait=matrix" if back else "") + " signal=matrix")
+        lines.append(mm.format(a=a, o=o) + " wait=load" + (",vector" if back else "")
+                     + " signal=vector" + (",load" if ahead else ""))
+        lines.append(ve.format(o=o, s=s) + " wait=matrix" + (",store" if back else "")
+                     + " signal=store" + (",matrix" if ahead else ""))
+        lines.append(st.format(s=s) + " wait=vector" + (" signal=vector" if ahead else ""))
+    lines.append("halt")
+    return assemble("\n".join(lines))
+
+
+def _speed_tokens(cfg):
+    from flashnpu.sw.tokens import check_tokens
+    words = pipelined_tiles(7500)                # 30,001 instructions
+    t0 = time.perf_counter()
+    check_tokens(words, cfg)
+    return time.perf_counter() - t0
+
+
+def _speed_predict(cfg):
+    from flashnpu.sw.compiler import compile_workload
+    from flashnpu.sw.perfmodel import predict
+    from flashnpu.sw.workload import AttentionWorkload
+    wl = AttentionWorkload(batch=1, heads=1, kv_heads=1, seq_q=1024, seq_k=1024, head_dim=64)
+    words = compile_workload(wl, cfg).words
+    predict(cfg, words)                          # the decode cache warm, as a sweep sees it
+    t0 = time.perf_counter()
+    predict(cfg, words)
+    return time.perf_counter() - t0
+
+
+#: Software speed targets: (name, what, seconds target, measure(cfg) -> seconds). Wall time on
+#: this machine, so they live here and not in the tests (a loaded CI machine is slower).
+TOOL_SPEED = [
+    ("check_tokens 30k", "static token check of a 30,001-instruction pipelined program", 1.0, _speed_tokens),
+    ("predict s1024", "performance model on the s1024 d64 attention program, words decoded", 0.05,
+     _speed_predict),
+]
+
+
+def measure_tool_speed(cfg) -> list[dict]:
+    """Each :data:`TOOL_SPEED` entry measured once: its seconds beside the target."""
+    rows = []
+    for name, what, target_s, measure in TOOL_SPEED:
+        s = measure(cfg)
+        rows.append({"name": name, "what": what, "seconds": s, "target_s": target_s, "met": s < target_s})
+    return rows
+
+
 # ------------------------------------------------------------------- output
 def _target(r):
     if r.get("target") is None:
@@ -408,6 +470,11 @@ def render(result: dict) -> str:
             f"{r['name']} {r['util']:.2%} {_target(r)}" for r in met + missed) + ".")
     if result.get("not_run"):
         lines.append("Not run (long; use --full): " + ", ".join(result["not_run"]) + ".")
+    if result.get("tool_speed"):
+        lines += ["", "| tool | what | seconds | target |", "|---|---|---|---|"]
+        lines += [f"| {t['name']} | {t['what']} | {t['seconds']:.3f} | <{t['target_s']} s "
+                  + ("met" if t["met"] else "MISSED") + " |" for t in result["tool_speed"]]
+        lines.append("")
     failed = [r["name"] for r in rows if not r["bit_exact"]]
     if failed:
         lines.append("NOT bit-exact with the golden model: " + ", ".join(failed) + ".")
@@ -437,6 +504,9 @@ def cli_bench(args) -> int:
               "not_run": [c.name for c in SUITE if c.full_only and not args.full]}
     mem = suite_mem_bytes(cfg)
     t0 = time.perf_counter()
+    result["tool_speed"] = measure_tool_speed(cfg)
+    for t in result["tool_speed"]:
+        print(f"[bench] {t['name']}: {t['seconds']:.3f} s (target <{t['target_s']} s)", flush=True)
     for case in cases:
         print(f"[bench] {case.name} ...", flush=True)
         row = run_case(case, cfg, mem_size=mem)

@@ -15,7 +15,6 @@
 """
 
 import random
-import time
 
 import numpy as np
 
@@ -354,16 +353,15 @@ def test_counters_cover_the_register_map():
     assert list(perf.counters) == [name for name, _ in COUNTERS]
 
 
-def test_thousand_instruction_program_predicts_in_milliseconds():
-    """The s1024 attention program (929 instructions): the RTL simulates it in seconds
-    (docs/performance.md); the model must stay in the millisecond range."""
+def test_thousand_instruction_program_predicts_the_same_twice():
+    """The s1024 attention program (929 instructions); its speed target is a bench row
+    (bench.TOOL_SPEED), here only that the decode cache changes nothing."""
     wl = AttentionWorkload(batch=1, heads=1, kv_heads=1, seq_q=1024, seq_k=1024, head_dim=64)
     words = compile_workload(wl, DEFAULT).words
-    predict(DEFAULT, words)
-    t0 = time.perf_counter()
+    first = predict(DEFAULT, words)
     perf = predict(DEFAULT, words)
-    dt = time.perf_counter() - t0
-    assert perf.instructions == len(words) and dt < 0.05, dt
+    assert perf.instructions == len(words) and perf.cycles == first.cycles
+    assert perf.counters == first.counters
 
 
 def _drive_loads(lm, loads, fetches, fb):

@@ -1,35 +1,17 @@
 """Static token checker: accepts pipelined programs, rejects deadlocks, leftovers and overflows."""
 
-import time
-
 import pytest
 
 from flashnpu.sw.asm import assemble
+from flashnpu.sw.bench import pipelined_tiles
 from flashnpu.sw.config import load_config
 from flashnpu.sw.isa import Queue
 from flashnpu.sw.tokens import TokenError, check_tokens
 
-LD = "load mem=spad dram_addr=0 dram_stride=16 rows=4 chunks=1 sram_addr={a}"
-MM = "matmul m_rows=4 k_chunks=1 n_blocks=1 a_addr={a} w_addr=100 out_addr={o}"
-VE = "vector.requant rows=4 blocks=1 acc_addr={o} spad_addr={s} mult=1 shift=0"
-ST = "store mem=spad dram_addr=0x1000 dram_stride=16 rows=4 chunks=1 sram_addr={s}"
 
 
 def pipeline(n: int, *, double_buffer=True) -> list[int]:
-    """LOAD -> MATMUL -> VECTOR -> STORE per tile; with two buffers per stage every unit overlaps."""
-    lines = []
-    for i in range(n):
-        a, o, s = 8 * (i % 2), 16 * (i % 2), 200 + 8 * (i % 2)
-        back = double_buffer and i >= 2          # waits for the tile two back to free its buffer
-        ahead = double_buffer and i < n - 2      # frees a buffer for the tile two ahead
-        lines.append(LD.format(a=a) + (" wait=matrix" if back else "") + " signal=matrix")
-        lines.append(MM.format(a=a, o=o) + " wait=load" + (",vector" if back else "")
-                     + " signal=vector" + (",load" if ahead else ""))
-        lines.append(VE.format(o=o, s=s) + " wait=matrix" + (",store" if back else "")
-                     + " signal=store" + (",matrix" if ahead else ""))
-        lines.append(ST.format(s=s) + " wait=vector" + (" signal=vector" if ahead else ""))
-    lines.append("halt")
-    return assemble("\n".join(lines))
+    return pipelined_tiles(n, double_buffer=double_buffer)
 
 
 def test_accepts_pipelined_program():
@@ -116,8 +98,8 @@ def test_rejects_illegal_instruction():
     assert e.value.pc == 0 and "BAD_FIELD" in str(e.value)
 
 
-def test_speed_30k():
+def test_30k_instruction_pipeline():
+    """Its speed target (< 1 s) is a bench row (TOOL_SPEED); here only that it is accepted."""
     words = pipeline(7500)            # 30001 instructions
-    t = time.perf_counter()
-    check_tokens(words, "default")
-    assert time.perf_counter() - t < 1.0
+    r = check_tokens(words, "default")
+    assert r.instructions == len(words) and r.max_count[(Queue.LOAD, Queue.MATRIX)] == 2
