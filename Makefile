@@ -34,7 +34,7 @@ demo: setup
 bench: setup
 	$(VENV)/bin/flashnpu bench
 
-# The seeded fuzz campaign, about 30 minutes: table on stdout, build/fuzz/report.json (docs: sw/fuzz.py).
+# The seeded fuzz campaign, about 30 minutes: table on stdout, build/fuzz/report.json (docs: flashnpu/fuzz.py).
 FUZZ_SECONDS ?= 1800
 FUZZ_SEED ?= 1
 fuzz: setup

@@ -17,7 +17,7 @@ HDL memory of ``cosim/axi_memory.py`` instead, loaded and read through its
 backdoor (:class:`FastDram`, using ``cosim/fast_dram.py``). Otherwise the DRAM is cocotbext-axi's ``AxiRam`` (it also asserts that no burst
 crosses 4 KiB), extended by :class:`DramModel` to answer DECERR beyond
 ``mem_size`` and SLVERR inside the ``slverr`` ranges, so the NPU's error paths
-can be driven. :class:`NpuHost` drives the registers of ``sw/regmap.py`` over
+can be driven. :class:`NpuHost` drives the registers of ``spec/regmap.py`` over
 ``AxiLiteMaster``.
 """
 
@@ -39,8 +39,8 @@ from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from cocotbext.axi.constants import AxiResp
 
 from flashnpu.cosim.fast_dram import load_image, read_image, set_slverr
-from flashnpu.sw.isa import ErrorCode, Queue
-from flashnpu.sw.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG,
+from flashnpu.spec.isa import ErrorCode, Queue
+from flashnpu.spec.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG,
                                 STATUS_BUSY, STATUS_CODE_MASK, STATUS_CODE_SHIFT, STATUS_DONE,
                                 STATUS_ERROR, STATUS_QUIET, STATUS_RESETTING)
 
@@ -175,7 +175,7 @@ class FastDram:
 
 
 class NpuHost:
-    """The host's view of the NPU registers (``sw/regmap.py``) over AXI4-Lite."""
+    """The host's view of the NPU registers (``spec/regmap.py``) over AXI4-Lite."""
 
     def __init__(self, dut, prefix="s_axil"):
         logging.getLogger(f"cocotb.{dut._name}.{prefix}").setLevel(logging.WARNING)

@@ -1,6 +1,6 @@
 """Run a program on the Verilated NPU: build (cached), simulate under cocotb, read everything back.
 
-:func:`run_program` is the ``"rtl"`` backend of :mod:`flashnpu.sw.driver`;
+:func:`run_program` is the ``"rtl"`` backend of :mod:`flashnpu.driver`;
 :func:`cli_run` is ``flashnpu run``. The cocotb side is
 :mod:`flashnpu.cosim.harness`; data crosses in files of the run folder
 (``input.npz``/``input.json`` in, ``output.npz``/``result.json`` out).
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from flashnpu.sw.asm import program_bytes
-from flashnpu.sw.config import load_config
-from flashnpu.sw.isa import ErrorCode
+from flashnpu.spec.config import load_config
+from flashnpu.spec.isa import ErrorCode
 from flashnpu.sw.program import program_grant
-from flashnpu.sw.regmap import DramGrant
+from flashnpu.spec.regmap import DramGrant
 from flashnpu.cosim.build import BuildResult, RunFolder, build_from_sources, run_cocotb, source_key
 from flashnpu.cosim.verilog import to_verilog
 
@@ -123,7 +123,7 @@ def default_timeout(config, program) -> int:
     vector rows (rows * blocks), plus a fetch round trip of 64 cycles.
     """
     from flashnpu.sw.asm import decode_word
-    from flashnpu.sw.isa import Opcode
+    from flashnpu.spec.isa import Opcode
     cfg = load_config(config)
     total = 0
     for w in program.words:
@@ -295,7 +295,7 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
             code = ErrorCode(r["error_code"])
         except ValueError:
             raise RtlError(f"STATUS {r['status']:#x} holds an error code {r['error_code']} "
-                           "that sw/isa.py does not know")
+                           "that spec/isa.py does not know")
         results.append(RtlResult(dram=dram, cycles=int(r["cycles"]), counters=r["counters"],
                                  error_code=code, error_pc=int(r["error_pc"]),
                                  wall_s=time.monotonic() - t0, build_s=b.build_s,

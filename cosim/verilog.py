@@ -21,7 +21,7 @@ from pathlib import Path
 from amaranth.back import verilog as amaranth_verilog
 from amaranth.lib import wiring
 
-from flashnpu.sw.config import NPUConfig, load_config
+from flashnpu.spec.config import NPUConfig, load_config
 from flashnpu.cosim.toolchain import build_env, find_toolchain
 
 __all__ = ["LINT_WAIVERS", "GenerateResult", "LintResult", "to_verilog", "generate", "lint",

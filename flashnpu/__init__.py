@@ -1,13 +1,17 @@
 """flashnpu: an attention NPU generator and its software stack.
 
-The distribution maps the repository folders onto one namespace:
-``hw/`` is :mod:`flashnpu.hw`, ``sw/`` is :mod:`flashnpu.sw` and ``cosim/`` is
-:mod:`flashnpu.cosim`.
+The distribution maps the repository folders onto one namespace, in layers
+that import only downwards (tests/test_layers.py checks it):
+
+- ``spec/`` is :mod:`flashnpu.spec`: every fact the others share (config,
+  ISA, numerics, register map, microarchitecture timing); imports nothing of
+  flashnpu.
+- ``hw/`` is :mod:`flashnpu.hw` (Amaranth): imports only the spec.
+- ``sw/`` is :mod:`flashnpu.sw` (compiler, assembler, golden model,
+  performance model): imports only the spec.
+- ``cosim/`` is :mod:`flashnpu.cosim` (Verilator + cocotb): the spec, hw, sw.
+- ``flashnpu/`` itself: the driver, the CLI, the bench and the fuzz campaign,
+  on top of all of them.
 """
 
-from pathlib import Path
-
 __version__ = "0.1.0"
-
-#: The named hardware configurations shipped with the project.
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

@@ -4,8 +4,8 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.sw.isa import INSTR_LAYOUT, OPCODE_QUEUE, ErrorCode, Mem, Opcode, VectorFunct
-from flashnpu.sw.numerics import RECIP_MULT_LIMIT
+from flashnpu.spec.isa import INSTR_LAYOUT, OPCODE_QUEUE, ErrorCode, Mem, Opcode, VectorFunct
+from flashnpu.spec.numerics import RECIP_MULT_LIMIT
 from flashnpu.hw.signatures import ERROR_SHAPE
 
 __all__ = ["InstrChecker"]

@@ -9,7 +9,7 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.sw.numerics import RECIP_MULT_LIMIT, RECIP_SHIFT
+from flashnpu.spec.numerics import RECIP_MULT_LIMIT, RECIP_SHIFT
 
 __all__ = ["Divider"]
 

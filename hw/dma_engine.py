@@ -8,7 +8,7 @@ from amaranth import *
 from amaranth.lib import data, fifo, memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.sw.isa import DMA_LAYOUT, INSTR_BYTES, ErrorCode, Mem
+from flashnpu.spec.isa import DMA_LAYOUT, INSTR_BYTES, ErrorCode, Mem
 from flashnpu.hw.axi import AXI4Signature, BURST_INCR
 from flashnpu.hw.signatures import (ERROR_SHAPE, FetchSignature, SramReadSignature,
                                     SramWriteSignature, UnitSignature)

@@ -7,7 +7,7 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.sw.numerics import EXP_ARG_MIN, EXP_FRAC, EXP_TABLE, EXP_TABLE_BITS
+from flashnpu.spec.numerics import EXP_ARG_MIN, EXP_FRAC, EXP_TABLE, EXP_TABLE_BITS
 
 __all__ = ["Exp2Lane"]
 

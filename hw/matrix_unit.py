@@ -9,8 +9,8 @@ from amaranth.lib.wiring import In, Out
 
 from flashnpu.hw.signatures import SramReadSignature, SramWriteSignature, UnitSignature
 from flashnpu.hw.systolic_array import SystolicArray
-from flashnpu.sw.isa import Mem
-from flashnpu.sw.numerics import A_WIDE_BITS
+from flashnpu.spec.isa import Mem
+from flashnpu.spec.numerics import A_WIDE_BITS
 
 __all__ = ["MatrixUnit"]
 

@@ -16,7 +16,7 @@ from flashnpu.hw.sequencer import Sequencer
 from flashnpu.hw.sram import BankedSram
 from flashnpu.hw.stop_control import StopControl
 from flashnpu.hw.vector_unit import VectorUnit
-from flashnpu.sw.isa import Queue
+from flashnpu.spec.isa import Queue
 
 __all__ = ["NPU", "SPAD_PORTS", "ACC_PORTS"]
 
@@ -37,7 +37,7 @@ class NPU(wiring.Component):
     m_axi : Out(AXI4Signature(addr_width=axi_addr_bits, data_width=dma_data_bits, id_width=axi_id_bits))
         DRAM: instruction fetch (read ID 0), LOAD bursts, STORE bursts.
     s_axil : In(AXI4LiteSignature(addr_width=8))
-        The registers of ``sw/regmap.py``.
+        The registers of ``spec/regmap.py``.
     irq : Out(1)
         Level: the program finished (``done``) or stopped with an error
         (``ABORTED`` included); cleared by the next ``START`` or by ``SOFT_RESET``.

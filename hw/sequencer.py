@@ -2,14 +2,14 @@
 
 See ``docs/sequencer.md`` for the pipeline, the token counters, the error
 rules and the measured cycle costs; the execution model is the docstring of
-``sw/isa.py``.
+``spec/isa.py``.
 """
 
 from amaranth import *
 from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.sw.isa import INSTR_BYTES, INSTR_LAYOUT, OPCODE_QUEUE, ErrorCode, Opcode, Queue
+from flashnpu.spec.isa import INSTR_BYTES, INSTR_LAYOUT, OPCODE_QUEUE, ErrorCode, Opcode, Queue
 from flashnpu.hw.decoder import InstrChecker
 from flashnpu.hw.signatures import ERROR_SHAPE, GRANT_LAYOUT, FetchSignature, UnitSignature
 from flashnpu.hw.window_checker import DramWindowChecker

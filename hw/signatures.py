@@ -9,8 +9,8 @@ from amaranth import unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.sw.isa import INSTR_LAYOUT, ErrorCode
-from flashnpu.sw.regmap import DMA_WINDOWS
+from flashnpu.spec.isa import INSTR_LAYOUT, ErrorCode
+from flashnpu.spec.regmap import DMA_WINDOWS
 
 __all__ = ["SramReadSignature", "SramWriteSignature", "UnitSignature", "FetchSignature", "ERROR_SHAPE",
            "GRANT_LAYOUT"]

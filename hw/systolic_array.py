@@ -7,7 +7,7 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.sw.numerics import A_WIDE_BITS
+from flashnpu.spec.numerics import A_WIDE_BITS
 
 __all__ = ["SystolicArray"]
 

@@ -12,8 +12,8 @@ from amaranth.lib.wiring import In, Out
 from flashnpu.hw.divider import F_BITS, Divider
 from flashnpu.hw.exp2_lane import Exp2Lane
 from flashnpu.hw.signatures import SramReadSignature, SramWriteSignature, UnitSignature
-from flashnpu.sw.isa import VectorFunct
-from flashnpu.sw.numerics import NEG_INF, P_BITS, P_SCALE
+from flashnpu.spec.isa import VectorFunct
+from flashnpu.spec.numerics import NEG_INF, P_BITS, P_SCALE
 from flashnpu.sw.perfmodel import vector_cycles
 
 __all__ = ["VectorUnit"]

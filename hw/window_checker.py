@@ -11,8 +11,8 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.sw.isa import INSTR_LAYOUT, ErrorCode, Mem, Opcode
-from flashnpu.sw.regmap import DMA_WINDOWS
+from flashnpu.spec.isa import INSTR_LAYOUT, ErrorCode, Mem, Opcode
+from flashnpu.spec.regmap import DMA_WINDOWS
 from flashnpu.hw.signatures import ERROR_SHAPE, GRANT_LAYOUT
 
 __all__ = ["DramWindowChecker"]

@@ -16,7 +16,7 @@ One instruction per line::
 * ``wait=`` and ``signal=`` take comma-separated queue names (``load``,
   ``store``, ``matrix``, ``vector``) or a number (the 4-bit mask).
 * Every other ``key=value`` is a field of the opcode's body view in
-  ``sw/isa.py`` (``isa.field_table``, ``isa.FIELD_DOCS``). Fields not written
+  ``spec/isa.py`` (``isa.field_table``, ``isa.FIELD_DOCS``). Fields not written
   are 0. Values are decimal, ``0x`` hex or ``0b`` binary, ``-`` for the signed
   field ``causal_offset``; ``mem`` and ``a_mem`` also take ``spad`` / ``acc``.
 * ``.word <n>`` is a raw 256-bit word. The disassembler prints it for words
@@ -24,7 +24,7 @@ One instruction per line::
   bits outside the opcode's fields), so ``assemble(disassemble(words)) ==
   words`` for every list of 256-bit words.
 
-Field lists, offsets and ranges all come from ``sw/isa.py``; this module only
+Field lists, offsets and ranges all come from ``spec/isa.py``; this module only
 derives a fast bit-slicing view of them (:func:`decode_word`,
 :func:`encode_word`, tested equal to ``isa.decode`` and ``isa.encode``, which
 go through Amaranth and are about 100x slower); the golden model and the token
@@ -36,8 +36,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from flashnpu.sw import isa
-from flashnpu.sw.isa import INSTR_BITS, INSTR_LAYOUT, BODY_LAYOUT, BODY_OF, Mem, Opcode, Queue, VectorFunct
+from flashnpu.spec import isa
+from flashnpu.spec.isa import INSTR_BITS, INSTR_LAYOUT, BODY_LAYOUT, BODY_OF, Mem, Opcode, Queue, VectorFunct
 
 __all__ = ["AsmError", "instr_fields", "decode_word", "encode_word", "program_bytes", "program_words", "used_mask", "format_instr",
            "disassemble", "assemble", "mnemonic"]

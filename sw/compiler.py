@@ -34,9 +34,9 @@ import sys
 from dataclasses import dataclass
 
 from flashnpu.sw.asm import encode_word
-from flashnpu.sw.config import NPUConfig, load_config
-from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, Mem, Opcode, Queue, VectorFunct
-from flashnpu.sw.numerics import EXP_FRAC, MAX_SEQ_K, RECIP_MULT_LIMIT, RECIP_SHIFT, fold_scale
+from flashnpu.spec.config import NPUConfig, load_config
+from flashnpu.spec.isa import INSTR_BYTES, OPCODE_QUEUE, Mem, Opcode, Queue, VectorFunct
+from flashnpu.spec.numerics import EXP_FRAC, MAX_SEQ_K, RECIP_MULT_LIMIT, RECIP_SHIFT, fold_scale
 from flashnpu.sw.program import Program, TensorPlacement, align_up
 from flashnpu.sw.tokens import TokenError, check_tokens
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload, WorkloadError

@@ -4,7 +4,7 @@ It executes a program in program order, one instruction at a time, exactly as
 ``docs/architecture.md`` ("Instruction semantics", "Checks") defines it; a
 program whose tokens pass ``sw/tokens.py`` gives the same result on the
 hardware, whose queues run concurrently. Every fixed-point operation comes from
-``sw/numerics.py``; each instruction is one or a few vectorized numpy
+``spec/numerics.py``; each instruction is one or a few vectorized numpy
 operations.
 
 Where the semantics leave an order open because an instruction's own writes
@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from flashnpu.sw.asm import decode_word
-from flashnpu.sw.config import NPUConfig, load_config
-from flashnpu.sw.regmap import DramGrant
-from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
-from flashnpu.sw.numerics import (
+from flashnpu.spec.config import NPUConfig, load_config
+from flashnpu.spec.regmap import DramGrant
+from flashnpu.spec.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
+from flashnpu.spec.numerics import (
     NEG_INF, RECIP_MULT_LIMIT, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant, saturate_a, wrap32,
 )
 
@@ -43,7 +43,7 @@ __all__ = ["NpuError", "GoldenResult", "GoldenNPU", "check", "check_fields", "ch
 class NpuError(Exception):
     """The NPU stopped with an error: ``code`` (ErrorCode) at instruction index ``pc``.
 
-    Errors are precise (``sw/isa.py``): every older instruction has completed
+    Errors are precise (``spec/isa.py``): every older instruction has completed
     and nothing younger has touched DRAM, so the DRAM image is the one at
     ``pc``, except in :attr:`undefined`.
     """
@@ -256,7 +256,7 @@ class GoldenNPU:
         ``trace``, the result lists every executed instruction's decoded
         fields (with its ``pc``).
 
-        ``grant`` (:class:`~flashnpu.sw.regmap.DramGrant`) is what the host
+        ``grant`` (:class:`~flashnpu.spec.regmap.DramGrant`) is what the host
         allows: the code window and the DMA windows, checked as the hardware
         checks them (``FETCH_WINDOW``, ``DMA_WINDOW``, ``CODE_WRITE``). Its
         ``prog_addr`` is the program's. Without a grant only the image's bounds

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 from flashnpu.sw.asm import decode_word
-from flashnpu.sw.config import NPUConfig, load_config
+from flashnpu.spec.config import NPUConfig, load_config
 from flashnpu.sw.golden import check_fields, check_window
-from flashnpu.sw.isa import INSTR_BYTES, ErrorCode, Mem, Opcode, Queue, VectorFunct
-from flashnpu.sw.regmap import COUNTERS
+from flashnpu.spec.isa import INSTR_BYTES, ErrorCode, Mem, Opcode, Queue, VectorFunct
+from flashnpu.spec.regmap import COUNTERS
 
 __all__ = ["plan_bursts", "burst_beats", "fetch_beats", "LoadModel", "StoreModel", "MatrixModel", "VectorModel",
            "vector_cycles", "scale_stall_cycles", "SequencerTiming", "DEFAULT_TIMING",

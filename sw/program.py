@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flashnpu.sw.asm import disassemble, program_bytes
-from flashnpu.sw.config import NPUConfig
-from flashnpu.sw.regmap import DramGrant
+from flashnpu.spec.config import NPUConfig
+from flashnpu.spec.regmap import DramGrant
 
 __all__ = ["TensorPlacement", "Program", "align_up", "program_grant"]
 

@@ -96,7 +96,7 @@ def attention_float64(q, k, v, *, q_scale: float, k_scale: float, v_scale: float
 def reference_attention(wl: AttentionWorkload, tensors: dict) -> np.ndarray:
     """:func:`attention_float64` with the workload's scales, on ``tensors["Q"/"K"/"V"]``.
 
-    ``tensors`` is checked as :func:`flashnpu.sw.driver.run` checks it
+    ``tensors`` is checked as :func:`flashnpu.driver.run` checks it
     (:func:`~flashnpu.sw.workload.check_tensors`).
     """
     if not isinstance(wl, AttentionWorkload):

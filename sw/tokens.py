@@ -44,9 +44,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flashnpu.sw.asm import decode_word
-from flashnpu.sw.config import NPUConfig, load_config
+from flashnpu.spec.config import NPUConfig, load_config
 from flashnpu.sw.golden import check_fields
-from flashnpu.sw.isa import OPCODE_QUEUE, ErrorCode, Opcode, Queue
+from flashnpu.spec.isa import OPCODE_QUEUE, ErrorCode, Opcode, Queue
 
 __all__ = ["TokenError", "TokenReport", "check_tokens"]
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flashnpu.sw.isa import Mem, Opcode, VectorFunct, decode
+from flashnpu.spec.isa import Mem, Opcode, VectorFunct, decode
 
 __all__ = ["UNITS", "instruction_label", "assign_lanes", "trace_events", "write_trace"]
 

@@ -1,7 +1,7 @@
 """Workload specifications: what the user asks the NPU to compute.
 
 A workload is independent of the hardware; :mod:`flashnpu.sw.compiler` maps it
-onto an :class:`~flashnpu.sw.config.NPUConfig` (and raises ``CompileError``, a
+onto an :class:`~flashnpu.spec.config.NPUConfig` (and raises ``CompileError``, a
 :class:`WorkloadError`, when it cannot fit). Invalid specs are rejected here,
 with :class:`WorkloadError` naming the field, its value and the limit.
 

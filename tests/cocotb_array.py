@@ -20,7 +20,7 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
-from flashnpu.sw.numerics import A_WIDE_BITS
+from flashnpu.spec.numerics import A_WIDE_BITS
 
 
 def _pack(lanes, bits):

@@ -27,8 +27,8 @@ import zlib
 import numpy as np
 import pytest
 
-from flashnpu.sw.driver import run
-from flashnpu.sw.numerics import P_SCALE
+from flashnpu.driver import run
+from flashnpu.spec.numerics import P_SCALE
 from flashnpu.sw.reference import make_attention_tensors, reference_attention, visible_mask
 from flashnpu.sw.workload import AttentionWorkload
 

@@ -4,11 +4,11 @@ import random
 
 import pytest
 
-from flashnpu.sw import isa
+from flashnpu.spec import isa
 from flashnpu.sw.asm import (
     AsmError, assemble, decode_word, disassemble, encode_word, format_instr, instr_fields, program_bytes, program_words,
 )
-from flashnpu.sw.isa import Opcode, VectorFunct
+from flashnpu.spec.isa import Opcode, VectorFunct
 
 
 def _random_word(rng: random.Random, op: Opcode, funct=None) -> int:

@@ -16,8 +16,8 @@ from amaranth.sim import Simulator
 
 from flashnpu.cosim.axi_memory import AxiMemory
 from flashnpu.hw.dma_engine import DmaEngine
-from flashnpu.sw.config import load_config
-from flashnpu.sw.isa import ErrorCode, Mem, Opcode, encode
+from flashnpu.spec.config import load_config
+from flashnpu.spec.isa import ErrorCode, Mem, Opcode, encode
 from flashnpu.sw.perfmodel import LoadModel, StoreModel, plan_bursts
 
 from test_dma_engine import Sram, dma, expect_load, expect_store
@@ -532,8 +532,8 @@ def test_sim_top_runs_a_program_from_the_backdoor_image():
     import numpy as np
     from flashnpu.cosim.axi_memory import SimTop
     from flashnpu.sw.golden import GoldenNPU
-    from flashnpu.sw.isa import INSTR_BYTES
-    from flashnpu.sw.regmap import CONTROL_START, REG, STATUS_DONE, STATUS_QUIET, DramGrant
+    from flashnpu.spec.isa import INSTR_BYTES
+    from flashnpu.spec.regmap import CONTROL_START, REG, STATUS_DONE, STATUS_QUIET, DramGrant
     from test_npu import A_ADDR, C_ADDR, PROG, W_ADDR, LiteHost, gemm_program
 
     m_, k_, n_ = 6, 8, 8

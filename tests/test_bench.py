@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from flashnpu.sw import bench
+from flashnpu import bench
 from flashnpu.sw.compiler import compile_workload
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.perfmodel import predict
 
 CFG = load_config("default")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from flashnpu.sw import cli
+from flashnpu import cli
 from flashnpu.sw.compiler import workload_from_args
 
 CALLS = []
@@ -103,7 +103,7 @@ def test_seq_help_text():
 def test_bad_config_file_is_one_line_on_the_command_line(tmp_path):
     p = tmp_path / "dup.yaml"
     p.write_text("array_rows: 4\narray_rows: 8\n")
-    r = subprocess.run([sys.executable, "-m", "flashnpu.sw.cli", "compile", "gemm", "--config", str(p)],
+    r = subprocess.run([sys.executable, "-m", "flashnpu.cli", "compile", "gemm", "--config", str(p)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip() == (f"flashnpu compile: error: config file {p}: duplicate field 'array_rows' at "

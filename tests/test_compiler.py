@@ -5,14 +5,14 @@ import io
 import numpy as np
 import pytest
 
-from flashnpu.sw import cli
+from flashnpu import cli
 from flashnpu.sw.asm import assemble, decode_word
 from flashnpu.sw.compiler import (CompileError, attention_tiles, cli_compile, compile_attention, compile_gemm,
                                   output_fold, softmax_fold)
-from flashnpu.sw.config import load_config
-from flashnpu.sw.driver import run
-from flashnpu.sw.isa import Mem, Opcode, VectorFunct
-from flashnpu.sw.numerics import MAX_SEQ_K
+from flashnpu.spec.config import load_config
+from flashnpu.driver import run
+from flashnpu.spec.isa import Mem, Opcode, VectorFunct
+from flashnpu.spec.numerics import MAX_SEQ_K
 from flashnpu.sw.reference import make_attention_tensors, make_gemm_tensors, reference_attention, reference_gemm
 from flashnpu.sw.tokens import check_tokens
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload, WorkloadError

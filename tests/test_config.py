@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from flashnpu.sw.config import (HARDWARE_FIELDS, ConfigError, NPUConfig, config_names, config_path, load_config,
+from flashnpu.spec.config import (HARDWARE_FIELDS, ConfigError, NPUConfig, config_names, config_path, load_config,
                                 validate_config_text)
 
 
@@ -94,7 +94,7 @@ def test_unknown_field_and_bad_yaml(tmp_path):
 def test_cli_reports_one_line_error(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text("\n".join(f"{k}: {v}" for k, v in {**BASE, "spad_banks": 3}.items() if k != "name"))
-    r = subprocess.run([sys.executable, "-m", "flashnpu.sw.cli", "generate", "--config", str(p)],
+    r = subprocess.run([sys.executable, "-m", "flashnpu.cli", "generate", "--config", str(p)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()

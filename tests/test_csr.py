@@ -5,9 +5,9 @@ import random
 from amaranth.sim import Simulator
 
 from flashnpu.hw.csr import ControlRegisters, counter_layout
-from flashnpu.sw.config import load_config
-from flashnpu.sw.isa import ErrorCode
-from flashnpu.sw.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG,
+from flashnpu.spec.config import load_config
+from flashnpu.spec.isa import ErrorCode
+from flashnpu.spec.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG,
                                 REGISTERS, STATUS_BUSY, STATUS_DONE, STATUS_ERROR, STATUS_CODE_SHIFT,
                                 STATUS_QUIET, STATUS_RESETTING, DramGrant)
 

@@ -8,9 +8,9 @@ from amaranth.sim import Simulator
 
 from flashnpu.hw.decoder import InstrChecker
 from flashnpu.sw.asm import encode_word, instr_fields
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import check
-from flashnpu.sw.isa import INSTR_BITS, ErrorCode, Mem, Opcode, VectorFunct
+from flashnpu.spec.isa import INSTR_BITS, ErrorCode, Mem, Opcode, VectorFunct
 
 
 def hw_check(cfg, words):

@@ -10,7 +10,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from flashnpu.hw.divider import Divider
-from flashnpu.sw.numerics import INT32_MAX, INT32_MIN, RECIP_MULT_LIMIT, recip_fixed
+from flashnpu.spec.numerics import INT32_MAX, INT32_MIN, RECIP_MULT_LIMIT, recip_fixed
 
 
 def run_divider(pairs, bits_per_cycle=2, gap=0):

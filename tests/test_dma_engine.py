@@ -12,8 +12,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from flashnpu.hw.dma_engine import DmaEngine
-from flashnpu.sw.config import load_config
-from flashnpu.sw.isa import ErrorCode, Mem, Opcode, encode
+from flashnpu.spec.config import load_config
+from flashnpu.spec.isa import ErrorCode, Mem, Opcode, encode
 from flashnpu.sw.perfmodel import LoadModel, StoreModel, plan_bursts
 
 TINY = load_config("tiny")
@@ -384,7 +384,7 @@ def test_load_throughput_one_beat_per_cycle():
 
 
 def test_fetch_interleaved_with_loads():
-    from flashnpu.sw.isa import INSTR_BYTES
+    from flashnpu.spec.isa import INSTR_BYTES
     slave = Slave(TINY, seed=9, lat=(0, 6), p_ready=0.7, reorder=True)
     addrs = [0x4000 + INSTR_BYTES * k for k in range(12)]
     loads = [dma(Mem.SPAD, 0x100, 4, 60, 1, 0, 0), dma(Mem.ACC, 0x800, 16, 20, 1, 0, 0)]

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from flashnpu.sw import asm, docgen, isa, regmap
-from flashnpu.sw.isa import ErrorCode, Opcode, VectorFunct
+from flashnpu.sw import asm, docgen
+from flashnpu.spec import isa, regmap
+from flashnpu.spec.isa import ErrorCode, Opcode, VectorFunct
 
 
 @pytest.mark.parametrize("name", sorted(docgen.DOCS))

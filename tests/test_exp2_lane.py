@@ -9,7 +9,7 @@ import random
 from amaranth.sim import Simulator
 
 from flashnpu.hw.exp2_lane import Exp2Lane
-from flashnpu.sw.numerics import (EXP_ARG_MIN, EXP_FRAC, EXP_TABLE_BITS, INT32_MAX, INT32_MIN,
+from flashnpu.spec.numerics import (EXP_ARG_MIN, EXP_FRAC, EXP_TABLE_BITS, INT32_MAX, INT32_MIN,
                                   exp2_fixed, exp_arg)
 
 

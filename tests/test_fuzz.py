@@ -1,4 +1,4 @@
-"""The fuzz campaign (``flashnpu fuzz``, sw/fuzz.py): slices of it with a fixed seed, and property
+"""The fuzz campaign (``flashnpu fuzz``, flashnpu/fuzz.py): slices of it with a fixed seed, and property
 tests over its generators.
 
 * :func:`test_campaign_slice_golden`: the golden-only categories (configs,
@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from flashnpu.sw import fuzz, fuzz_api, fuzz_configs, fuzz_programs
-from flashnpu.sw.config import HARDWARE_FIELDS, load_config
+from flashnpu import fuzz, fuzz_api, fuzz_configs, fuzz_programs
+from flashnpu.spec.config import HARDWARE_FIELDS, load_config
 
 TINY = load_config("tiny")
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -106,7 +106,7 @@ def test_hazards_see_a_missing_token():
 
 
 def test_scrub_program_leaves_the_scrubbed_state():
-    from flashnpu.sw.fuzz_rtl import scrubbed_golden
+    from flashnpu.fuzz_rtl import scrubbed_golden
     g = scrubbed_golden(TINY)          # checks the program against scrubbed_state
     assert not g.spad.any() and not g.acc.any()
 

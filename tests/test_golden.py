@@ -5,12 +5,12 @@ import random
 import numpy as np
 import pytest
 
-from flashnpu.sw import isa
+from flashnpu.spec import isa
 from flashnpu.sw.asm import assemble, decode_word
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import GoldenNPU, NpuError, check
-from flashnpu.sw.isa import ErrorCode, Mem, Opcode, VectorFunct
-from flashnpu.sw.numerics import (
+from flashnpu.spec.isa import ErrorCode, Mem, Opcode, VectorFunct
+from flashnpu.spec.numerics import (
     INT32_MAX, INT32_MIN, NEG_INF, P_SCALE, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant,
     saturate_a, wrap32,
 )

@@ -16,10 +16,10 @@ from amaranth.sim import Simulator
 
 from flashnpu.hw.matrix_unit import MatrixUnit
 from flashnpu.hw.sram import BankedSram
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import GoldenNPU
-from flashnpu.sw.isa import Mem, Opcode, encode
-from flashnpu.sw.numerics import saturate_a, wrap32
+from flashnpu.spec.isa import Mem, Opcode, encode
+from flashnpu.spec.numerics import saturate_a, wrap32
 
 TINY = load_config("tiny")
 DEFAULT = load_config("default")

@@ -8,7 +8,7 @@ input (AXI4 or AXI4-Lite) reaches an AXI output or ``irq`` combinationally.
 
 import numpy as np
 
-from flashnpu.sw.regmap import DramGrant
+from flashnpu.spec.regmap import DramGrant
 import pytest
 from amaranth.sim import Simulator
 
@@ -17,11 +17,11 @@ from test_dma_engine import Slave   # the AXI4 slave memory model (latency, erro
 from flashnpu.hw.axi import RESP_SLVERR
 from flashnpu.hw.npu import NPU
 from flashnpu.sw.asm import encode_word
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import GoldenNPU, NpuError
-from flashnpu.sw.isa import INSTR_BYTES, ErrorCode, Mem, Opcode, Queue
-from flashnpu.sw.numerics import P_SCALE
-from flashnpu.sw.regmap import (COUNTERS, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG, STATUS_BUSY,
+from flashnpu.spec.isa import INSTR_BYTES, ErrorCode, Mem, Opcode, Queue
+from flashnpu.spec.numerics import P_SCALE
+from flashnpu.spec.regmap import (COUNTERS, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG, STATUS_BUSY,
                                 STATUS_CODE_SHIFT, STATUS_DONE, STATUS_ERROR, STATUS_QUIET)
 
 TINY = load_config("tiny")
@@ -273,7 +273,7 @@ def test_would_be_deadlock_is_token_underflow_not_a_hang():
 def test_attention_style_program_against_golden():
     """MATMUL S = A W; INIT, ROWMAX, EXP (P over S in the accumulator); STORE P; P@W from the
     accumulator (a_mem = ACC) into O; REQUANT O to the scratchpad; STORE."""
-    from flashnpu.sw.isa import VectorFunct as F
+    from flashnpu.spec.isa import VectorFunct as F
     from flashnpu.sw.tokens import check_tokens
     m, k, n = 4, 8, 8
     d = TINY.dim

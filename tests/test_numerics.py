@@ -1,4 +1,4 @@
-"""Every fixed-point operation of sw/numerics.py against exact rational math (fractions.Fraction)."""
+"""Every fixed-point operation of spec/numerics.py against exact rational math (fractions.Fraction)."""
 
 import math
 import random
@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from flashnpu.sw.numerics import (
+from flashnpu.spec.numerics import (
     A_WIDE_BITS, EXP_ARG_MIN, EXP_FRAC, INT32_MAX, INT32_MIN, MAX_SEQ_K, ONE_Q15, P_BITS, P_SCALE,
     RECIP_MULT_LIMIT, RECIP_SHIFT, exp2_fixed, exp_arg, fold_scale, mul_q15, quant_p, recip_fixed, requant,
     round_shift, saturate, saturate_a, wrap32,

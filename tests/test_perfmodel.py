@@ -18,7 +18,7 @@ import random
 
 import numpy as np
 
-from flashnpu.sw.regmap import DramGrant
+from flashnpu.spec.regmap import DramGrant
 import pytest
 from amaranth.sim import Simulator
 
@@ -27,11 +27,11 @@ from test_npu import LiteHost
 from flashnpu.cosim.axi_memory import SimTop
 from flashnpu.sw.asm import assemble, encode_word
 from flashnpu.sw.compiler import compile_workload
-from flashnpu.sw.config import load_config
-from flashnpu.sw.isa import INSTR_BYTES, Mem, Opcode, Queue, VectorFunct
+from flashnpu.spec.config import load_config
+from flashnpu.spec.isa import INSTR_BYTES, Mem, Opcode, Queue, VectorFunct
 from flashnpu.sw.perfmodel import LoadModel, StoreModel, fetch_beats, predict
 from flashnpu.sw.reference import make_attention_tensors, make_gemm_tensors
-from flashnpu.sw.regmap import COUNTERS, CONTROL_START, REG
+from flashnpu.spec.regmap import COUNTERS, CONTROL_START, REG
 from flashnpu.sw.tokens import check_tokens
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload
 

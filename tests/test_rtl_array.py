@@ -8,8 +8,8 @@ import pytest
 
 from flashnpu.cosim.build import build, run_cocotb
 from flashnpu.hw.systolic_array import SystolicArray
-from flashnpu.sw.config import load_config
-from flashnpu.sw.numerics import A_WIDE_BITS, wrap32
+from flashnpu.spec.config import load_config
+from flashnpu.spec.numerics import A_WIDE_BITS, wrap32
 
 pytestmark = pytest.mark.rtl
 

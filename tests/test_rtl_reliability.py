@@ -16,12 +16,12 @@ import pytest
 from flashnpu.cosim.rtl_backend import RunSpec, run_program, run_session
 from flashnpu.sw.asm import assemble, decode_word
 from flashnpu.sw.compiler import compile_workload
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import GoldenNPU, NpuError, dma_extent
-from flashnpu.sw.isa import ErrorCode, Opcode
+from flashnpu.spec.isa import ErrorCode, Opcode
 from flashnpu.sw.program import program_grant
 from flashnpu.sw.reference import make_gemm_tensors
-from flashnpu.sw.regmap import DramGrant
+from flashnpu.spec.regmap import DramGrant
 from flashnpu.sw.workload import GemmWorkload
 
 pytestmark = pytest.mark.rtl

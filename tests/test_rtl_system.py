@@ -12,11 +12,11 @@ import pytest
 from flashnpu.cosim.rtl_backend import RtlTimeout, compare_outputs, run_program
 from flashnpu.sw.asm import decode_word, encode_word, program_bytes
 from flashnpu.sw.compiler import compile_workload
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import GoldenNPU, NpuError
-from flashnpu.sw.isa import INSTR_BYTES, ErrorCode, Opcode
+from flashnpu.spec.isa import INSTR_BYTES, ErrorCode, Opcode
 from flashnpu.sw.reference import make_attention_tensors, make_gemm_tensors, reference_gemm
-from flashnpu.sw.regmap import DramGrant
+from flashnpu.spec.regmap import DramGrant
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload
 
 pytestmark = pytest.mark.rtl
@@ -218,7 +218,7 @@ def test_fast_memory_agrees_with_axiram():
 
 
 def test_cli_run_reports_match(capsys):
-    from flashnpu.sw.cli import main
+    from flashnpu.cli import main
     rc = main(["run", "gemm", "--config", "tiny", "-M", "8", "-N", "8", "-K", "8"])
     out = capsys.readouterr().out
     assert rc == 0, out

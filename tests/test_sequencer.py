@@ -18,9 +18,9 @@ from amaranth.sim import Simulator
 from flashnpu.hw.dma_engine import DmaEngine
 from flashnpu.hw.sequencer import UNIT_NAMES, Sequencer
 from flashnpu.sw.asm import decode_word, encode_word
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import GoldenNPU, NpuError
-from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Opcode, Queue, VectorFunct
+from flashnpu.spec.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Opcode, Queue, VectorFunct
 from flashnpu.sw.tokens import TokenError, check_tokens
 
 import numpy as np

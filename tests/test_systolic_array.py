@@ -7,8 +7,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from flashnpu.hw.systolic_array import SystolicArray
-from flashnpu.sw.config import load_config
-from flashnpu.sw.numerics import A_WIDE_BITS, wrap32
+from flashnpu.spec.config import load_config
+from flashnpu.spec.numerics import A_WIDE_BITS, wrap32
 
 TINY = load_config("tiny")
 DEFAULT = load_config("default")

@@ -3,9 +3,9 @@
 import pytest
 
 from flashnpu.sw.asm import assemble
-from flashnpu.sw.bench import pipelined_tiles
-from flashnpu.sw.config import load_config
-from flashnpu.sw.isa import Queue
+from flashnpu.bench import pipelined_tiles
+from flashnpu.spec.config import load_config
+from flashnpu.spec.isa import Queue
 from flashnpu.sw.tokens import TokenError, check_tokens
 
 

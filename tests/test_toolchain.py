@@ -11,7 +11,7 @@ from flashnpu.cosim import toolchain
 from flashnpu.cosim.build import build_key, ports_vlt, verilator_args
 from flashnpu.cosim.verilog import LINT_WAIVERS, generate, lint, to_verilog
 from flashnpu.hw.dma_engine import DmaEngine
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 
 
 def test_finds_verilator_new_enough():

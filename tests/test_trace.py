@@ -14,9 +14,9 @@ import pytest
 
 from flashnpu.sw import reference
 from flashnpu.sw.compiler import compile_workload
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import GoldenNPU
-from flashnpu.sw.isa import OPCODE_QUEUE, Opcode, decode
+from flashnpu.spec.isa import OPCODE_QUEUE, Opcode, decode
 from flashnpu.sw.perfmodel import predict
 from flashnpu.sw.trace import UNITS, assign_lanes, instruction_label, trace_events, write_trace
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload

@@ -4,7 +4,7 @@ The testbench models the accumulator and scratchpad SRAMs in Python (read data
 the cycle after ``en``, held while ``en`` is low, a same-cycle write not yet
 visible), preloads the unit's state memories, streams instructions and checks:
 the final accumulator, scratchpad and state against ``ref_vector`` (the loops
-of docs/architecture.md, written here with sw/numerics.py functions) and
+of docs/architecture.md, written here with spec/numerics.py functions) and
 against ``GoldenNPU``; every take/done cycle against the cycle model of
 docs/vector_unit.md; ``error`` always 0 and ``busy`` exactly while in flight.
 """
@@ -19,10 +19,10 @@ from amaranth.sim import Simulator
 from flashnpu.hw.vector_unit import EXP_WR_STAGE, OUT_STAGE, STATE_STAGE, VectorUnit
 from flashnpu.sw.perfmodel import (RECIP_ROW_CYCLES, VECTOR_EXP_WRITE, VECTOR_OUT_WRITE, VECTOR_STATE_WRITE,
                                    scale_stall_cycles, vector_cycles)
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import GoldenNPU
-from flashnpu.sw.isa import Opcode, VectorFunct, decode, encode
-from flashnpu.sw.numerics import (INT32_MAX, INT32_MIN, NEG_INF, P_SCALE, exp2_fixed, exp_arg, mul_q15,
+from flashnpu.spec.isa import Opcode, VectorFunct, decode, encode
+from flashnpu.spec.numerics import (INT32_MAX, INT32_MIN, NEG_INF, P_SCALE, exp2_fixed, exp_arg, mul_q15,
                                   quant_p, recip_fixed, requant, wrap32)
 
 TINY = load_config("tiny")
@@ -393,7 +393,7 @@ def test_gaps_and_back_to_back():
 
 
 def online_softmax_model(s_tiles, v_tiles, kv_valid, mult, shift, out_mult, out_shift):
-    """Two-tile online softmax + P@V with numpy, built only from sw/numerics.py functions."""
+    """Two-tile online softmax + P@V with numpy, built only from spec/numerics.py functions."""
     rows = s_tiles[0].shape[0]
     M = np.full(rows, NEG_INF, dtype=np.int64)
     L = np.zeros(rows, dtype=np.int64)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from flashnpu.sw import reference
-from flashnpu.sw.driver import run, run_program
+from flashnpu.driver import run, run_program
 from flashnpu.sw.compiler import compile_workload
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload, WorkloadError, check_tensors
 

@@ -1,7 +1,7 @@
 """Fuzz category ``configs``: generated and mutated hardware configs through the loader.
 
 A case (from its seed alone, :func:`make_config_case`) starts from one of
-``configs/*.yaml`` and is one of
+``spec/configs/*.yaml`` and is one of
 
 * a dict with one to three fields mutated (boundary values, off by one, zero,
   negative, huge, wrong types, unknown keys, non-string keys, a field
@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from flashnpu.sw.config import ConfigError, HARDWARE_FIELDS, NPUConfig, config_names, config_path
-from flashnpu.sw.fuzz import Budget, Stats, case_seed, exc_text, one_line
+from flashnpu.spec.config import ConfigError, HARDWARE_FIELDS, NPUConfig, config_names, config_path
+from flashnpu.fuzz import Budget, Stats, case_seed, exc_text, one_line
 
 __all__ = ["make_config_case", "check_rejection", "run_config_case", "run_category", "replay_case",
            "MAX_MESSAGE", "special_values"]
@@ -303,7 +303,7 @@ def check_rejection(e: Exception, case: ConfigCase) -> tuple[str, str] | None:
 
 
 def _validate(case: ConfigCase, tmp: Path) -> NPUConfig:
-    from flashnpu.sw import config as config_mod
+    from flashnpu.spec import config as config_mod
     if case.route == "text":
         if hasattr(config_mod, "validate_config_text"):
             return config_mod.validate_config_text(case.payload, name="fuzz")
@@ -332,7 +332,7 @@ class _State:
 def _golden_check(cfg: NPUConfig) -> tuple[str, str] | None:
     """A small attention on the golden model: two runs equal, within 2 LSB of float64. None if fine."""
     from flashnpu.sw.compiler import CompileError
-    from flashnpu.sw.driver import run
+    from flashnpu.driver import run
     from flashnpu.sw.reference import make_attention_tensors, reference_attention
     from flashnpu.sw.workload import AttentionWorkload
     d = cfg.dim

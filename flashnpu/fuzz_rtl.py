@@ -2,7 +2,7 @@
 ``backpressure`` and ``build_cache``.
 
 Cases are batched: one simulator launch runs many jobs through the cocotb
-module ``sw/fuzz_harness.py`` (a job's steps share one simulation; a hard
+module ``flashnpu/fuzz_harness.py`` (a job's steps share one simulation; a hard
 reset starts each job). Every job begins with the scrub program
 (``fuzz_programs.scrub_program``: zeroes every SRAM row, INITs every state
 row), run by the golden model too, so that a case's outcome does not depend
@@ -50,19 +50,19 @@ from pathlib import Path
 import numpy as np
 
 from flashnpu.sw.asm import decode_word
-from flashnpu.sw.config import NPUConfig, load_config
-from flashnpu.sw.fuzz import Budget, Stats, case_seed, exc_text, one_line, rtl_available
-from flashnpu.sw.fuzz_programs import (INSTR_BYTES, GoldenOutcome, Mutant, base_programs, capabilities,
+from flashnpu.spec.config import NPUConfig, load_config
+from flashnpu.fuzz import Budget, Stats, case_seed, exc_text, one_line, rtl_available
+from flashnpu.fuzz_programs import (INSTR_BYTES, GoldenOutcome, Mutant, base_programs, capabilities,
                                        golden_outcome, make_grant, make_mutant, opcode_of, pick_faults,
                                        program_hazards, read_extent, scrub_program, scrubbed_state, _words_at)
-from flashnpu.sw.isa import ErrorCode, Mem, Opcode
+from flashnpu.spec.isa import ErrorCode, Mem, Opcode
 
 __all__ = ["RtlJob", "Step", "run_jobs", "run_category", "replay_case", "RTL_WORK_LIMIT"]
 
 #: Largest serial work (DMA beats + array rows + vector rows, the measure of
 #: ``rtl_backend.default_timeout``) of a case the RTL categories simulate.
 RTL_WORK_LIMIT = 60_000
-HARNESS_MODULE = "flashnpu.sw.fuzz_harness"
+HARNESS_MODULE = "flashnpu.fuzz_harness"
 
 
 # ================================================================ jobs
@@ -741,12 +741,12 @@ from flashnpu.cosim.build import build, run_cocotb
 ns = {}
 exec(%(component)r, ns)
 root, step, run = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "run"
-b = build(ns["Counter"](step), "counter", "flashnpu.sw.fuzz_harness", root=root)
+b = build(ns["Counter"](step), "counter", "flashnpu.fuzz_harness", root=root)
 print("BUILT", b.dir, b.cached, flush=True)
 if run:
     import os
     os.environ["FUZZ_COUNTER_STEP"] = str(step)
-    r = run_cocotb(b, "flashnpu.sw.fuzz_harness", testcase="counter_check",
+    r = run_cocotb(b, "flashnpu.fuzz_harness", testcase="counter_check",
                    extra_env={"FUZZ_COUNTER_STEP": str(step)})
     print("RUN", r.passed, r.summary().splitlines()[0], flush=True)
     sys.exit(0 if r.passed else 3)
@@ -778,7 +778,7 @@ def run_build_cache(st: Stats, budget: Budget, *, seed: int, out: Path, progress
         return
     root = (out / "build-cache-fuzz").resolve()
     root.mkdir(parents=True, exist_ok=True)
-    exe = [sys.executable, "-m", "flashnpu.sw.cli"]
+    exe = [sys.executable, "-m", "flashnpu.cli"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     i = 0
     seeds = list(tries) if tries is not None else None

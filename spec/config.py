@@ -20,6 +20,9 @@ from pathlib import Path
 
 import yaml
 
+#: The named hardware configurations shipped with the project (package data of flashnpu.spec).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
 __all__ = ["ConfigError", "NPUConfig", "HARDWARE_FIELDS", "load_config", "validate_config_text",
            "config_path", "config_names"]
 
@@ -274,12 +277,10 @@ HARDWARE_FIELDS = tuple(f.name for f in fields(NPUConfig) if f.name != "name")
 
 
 def config_path(name: str) -> Path:
-    from flashnpu import CONFIG_DIR
     return CONFIG_DIR / f"{name}.yaml"
 
 
 def config_names() -> list[str]:
-    from flashnpu import CONFIG_DIR
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 

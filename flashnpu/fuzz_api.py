@@ -1,4 +1,4 @@
-"""Fuzz category ``api``: the Python API with bad arguments (``sw/workload.py``, ``sw/driver.py``).
+"""Fuzz category ``api``: the Python API with bad arguments (``sw/workload.py``, ``flashnpu/driver.py``).
 
 Each case (from its seed alone, :func:`make_api_case`) is one call:
 
@@ -27,7 +27,7 @@ import re
 
 import numpy as np
 
-from flashnpu.sw.fuzz import Budget, Stats, case_seed, exc_text, one_line
+from flashnpu.fuzz import Budget, Stats, case_seed, exc_text, one_line
 
 __all__ = ["make_api_case", "run_api_case", "run_category", "replay_case"]
 
@@ -123,7 +123,8 @@ def _tensor_mutation(rng, wl, t: dict):
 
 
 def make_api_case(seed: int) -> ApiCase:
-    from flashnpu.sw import driver, reference
+    from flashnpu import driver
+    from flashnpu.sw import reference
     from flashnpu.sw.workload import AttentionWorkload, GemmWorkload
     rng = random.Random(f"api:{seed}")
     r = rng.random()
@@ -154,7 +155,7 @@ def make_api_case(seed: int) -> ApiCase:
             return ApiCase(seed, "run", f"run(backend={v!r})", lambda: driver.run(wl, t, backend=v, config="tiny"),
                            ["backend"])
         if which == "config":
-            v = rng.choice(("nope", 123, "configs/tiny", "/nonexistent/x.yaml", "", "tiny.yml", None, 4.5))
+            v = rng.choice(("nope", 123, "spec/configs/tiny", "/nonexistent/x.yaml", "", "tiny.yml", None, 4.5))
             return ApiCase(seed, "run", f"run(config={v!r})", lambda: driver.run(wl, t, config=v),
                            ["config", str(v)])
         v = rng.choice((None, "attention", {"M": 4}, 5, _ATT))
@@ -216,7 +217,7 @@ def run_api_case(case: ApiCase, st: Stats):
 def _verify(case: ApiCase, res) -> str | None:
     """A successful ``run``'s outputs against the references (GEMM exact, attention within 2 LSB)."""
     from flashnpu.sw import reference
-    from flashnpu.sw.driver import RunResult
+    from flashnpu.driver import RunResult
     from flashnpu.sw.workload import AttentionWorkload, GemmWorkload
     if not isinstance(res, RunResult) or case.inputs is None:
         return None

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 from flashnpu.sw.workload import WorkloadError, check_tensors
 
 __all__ = ["RunResult", "run", "run_program"]
@@ -104,7 +104,7 @@ def run(workload, tensors: dict, backend: str = "golden", config="default", **ba
     ``A``, ``B``) to integer arrays of the user's shapes (``workload.shapes()``)
     with values in the INT8 range. The arguments are checked before anything is
     compiled: a bad one raises :class:`~flashnpu.sw.workload.WorkloadError`
-    (or :class:`~flashnpu.sw.config.ConfigError` for ``config``), one line that
+    (or :class:`~flashnpu.spec.config.ConfigError` for ``config``), one line that
     names the argument and what it expects.
     """
     from flashnpu.sw.compiler import compile_workload

@@ -8,7 +8,7 @@ image, past the DMA windows or into the code, SRAM rows past the end), a
 token mask bit flipped, a random opcode or funct, HALT removed or moved,
 instructions deleted, duplicated or swapped, ``PROG_ADDR`` pointing into the
 data, the host's grant (code window, DMA windows) shrunk, split or closed,
-the image cut short. The RTL categories (``sw/fuzz_rtl.py``) run the same
+the image cut short. The RTL categories (``flashnpu/fuzz_rtl.py``) run the same
 mutants, so ``--replay golden_programs:S`` and ``--replay rtl_programs:S``
 show the same program.
 
@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from flashnpu.sw.asm import decode_word, encode_word, instr_fields, program_bytes
-from flashnpu.sw.config import NPUConfig, load_config
-from flashnpu.sw.fuzz import Budget, Stats, case_seed, exc_text, one_line
+from flashnpu.spec.config import NPUConfig, load_config
+from flashnpu.fuzz import Budget, Stats, case_seed, exc_text, one_line
 from flashnpu.sw.golden import row_ranges
-from flashnpu.sw.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
+from flashnpu.spec.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
 
 __all__ = ["Base", "Mutant", "base_programs", "make_mutant", "golden_outcome", "GoldenOutcome",
            "capabilities", "program_hazards", "scrub_program", "run_category", "replay_case"]
@@ -59,7 +59,8 @@ def capabilities() -> dict:
     """What the golden model and the register map offer today (others extend them concurrently)."""
     if _CAPS:
         return _CAPS
-    from flashnpu.sw import golden, regmap
+    from flashnpu.sw import golden
+    from flashnpu.spec import regmap
     params = inspect.signature(golden.GoldenNPU.run).parameters
     _CAPS["grant"] = "grant" in params and hasattr(regmap, "DramGrant") and "PROG_END" in regmap.REG
     _CAPS["faults"] = "faults" in params
@@ -68,7 +69,7 @@ def capabilities() -> dict:
 
 
 def make_grant(prog_addr: int, prog_end: int, windows):
-    from flashnpu.sw.regmap import DramGrant
+    from flashnpu.spec.regmap import DramGrant
     return DramGrant(int(prog_addr), int(prog_end), tuple((int(a), int(b)) for a, b in windows))
 
 
@@ -184,7 +185,7 @@ def scrub_program(cfg: NPUConfig, spad_n: int | None = None, acc_n: int | None =
 
 def scrubbed_state(npu):
     """Set a golden model's state to what the full scrub program leaves (zeros, M = NEG_INF, L = F = 0)."""
-    from flashnpu.sw.numerics import NEG_INF
+    from flashnpu.spec.numerics import NEG_INF
     npu.spad[:] = 0
     npu.acc[:] = 0
     npu.M[:] = NEG_INF
@@ -905,7 +906,7 @@ _FUNCT_VALUES = frozenset(int(f) for f in VectorFunct)
 def program_hazards(words: list, cfg: NPUConfig, prog_addr: int, *, fetch_margin_words: int = 64) -> list[str]:
     """Why a program's result may depend on the timing of the concurrent hardware (empty: it may not).
 
-    The contract (``sw/isa.py``) makes a program equal to sequential execution
+    The contract (``spec/isa.py``) makes a program equal to sequential execution
     when every conflicting pair of instructions of different queues is ordered
     by tokens (or by the rule that a STORE starts only after every older LOAD
     and STORE has completed), and no instruction's own reads and writes alias

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flashnpu.sw.config import load_config
+from flashnpu.spec.config import load_config
 
 __all__ = ["BenchCase", "SUITE", "BENCH_LAT", "suite_mem_bytes", "min_dma_bytes",
            "array_idle_causes", "bottleneck", "measure_rtl", "add_model", "run_case",
@@ -130,7 +130,7 @@ def array_idle_causes(perf, words, config) -> dict:
     MATMUL is ``"fill: ..."``; the cycles after the last MATMUL's stream go to
     the chain of instructions that ends the program (``"drain: ..."``).
     """
-    from flashnpu.sw.isa import decode
+    from flashnpu.spec.isa import decode
     from flashnpu.sw.perfmodel import DEFAULT_TIMING, MatrixModel
     from flashnpu.sw.trace import instruction_label
     cfg = load_config(config)
@@ -284,7 +284,7 @@ def _git_state() -> dict:
 def measure_rtl(case: BenchCase, config, *, seed: int = 0, mem_size: int | None = None) -> dict:
     """Compile ``case``, run it on the Verilated NPU (HDL DRAM) and the golden model; the RTL part of a row."""
     from flashnpu.sw import reference
-    from flashnpu.sw.driver import run
+    from flashnpu.driver import run
     cfg = load_config(config)
     wl = case.workload()
     tensors = reference.make_tensors(wl, seed)
@@ -524,7 +524,7 @@ def _finish(args, cfg, out: Path, result: dict) -> int:
     text = _write(out, result)
     print(text)
     if getattr(args, "plot", False):
-        from flashnpu.sw.plots import plot_bench
+        from flashnpu.plots import plot_bench
         for p in plot_bench(result["rows"], cfg, out):
             print(f"[bench] wrote {p}")
     return 0 if all(r["bit_exact"] for r in result["rows"]) else 1

@@ -12,11 +12,11 @@ them, and sorts every outcome into one of
 
 Every failure keeps the seed of its case; ``flashnpu fuzz --replay
 CATEGORY:SEED`` regenerates that case alone and prints what happened. The
-categories live in ``sw/fuzz_configs.py`` (configs), ``sw/fuzz_api.py`` (api),
-``sw/fuzz_programs.py`` (golden_programs) and ``sw/fuzz_rtl.py``
+categories live in ``flashnpu/fuzz_configs.py`` (configs), ``flashnpu/fuzz_api.py`` (api),
+``flashnpu/fuzz_programs.py`` (golden_programs) and ``flashnpu/fuzz_rtl.py``
 (rtl_programs, axi_faults, backpressure, build_cache); the RTL categories run
 many cases per simulator launch through the cocotb module
-``sw/fuzz_harness.py``. The time budget is split across the selected
+``flashnpu/fuzz_harness.py``. The time budget is split across the selected
 categories by :data:`WEIGHTS`; each category loops until its share is used
 (a category that finishes early leaves its time to the ones after it).
 ``DIR/report.json`` holds one entry per category; the exit code is 1 if any
@@ -45,13 +45,13 @@ FAILURE_KINDS = ("hangs", "crashes", "silent_corruptions", "disagreements")
 
 #: Category -> (module, share of the time budget). Golden-only first, then the RTL ones.
 CATEGORIES = {
-    "configs": ("flashnpu.sw.fuzz_configs", 0.12),
-    "api": ("flashnpu.sw.fuzz_api", 0.03),
-    "golden_programs": ("flashnpu.sw.fuzz_programs", 0.24),
-    "rtl_programs": ("flashnpu.sw.fuzz_rtl", 0.25),
-    "axi_faults": ("flashnpu.sw.fuzz_rtl", 0.15),
-    "backpressure": ("flashnpu.sw.fuzz_rtl", 0.15),
-    "build_cache": ("flashnpu.sw.fuzz_rtl", 0.06),
+    "configs": ("flashnpu.fuzz_configs", 0.12),
+    "api": ("flashnpu.fuzz_api", 0.03),
+    "golden_programs": ("flashnpu.fuzz_programs", 0.24),
+    "rtl_programs": ("flashnpu.fuzz_rtl", 0.25),
+    "axi_faults": ("flashnpu.fuzz_rtl", 0.15),
+    "backpressure": ("flashnpu.fuzz_rtl", 0.15),
+    "build_cache": ("flashnpu.fuzz_rtl", 0.06),
 }
 WEIGHTS = {k: w for k, (_, w) in CATEGORIES.items()}
 #: Categories that need Verilator (skipped with ``--no-rtl``).
@@ -185,9 +185,9 @@ def run_campaign(seconds: float, seed: int, out, categories=None, *, rtl: bool =
     ``categories`` is a list of names (default: all); ``rtl=False`` leaves out
     :data:`RTL_CATEGORIES`. ``config`` is the config the program and RTL
     categories run on (the configs category mutates every config of
-    ``configs/``).
+    ``spec/configs/``).
     """
-    from flashnpu.sw.config import config_names, load_config
+    from flashnpu.spec.config import config_names, load_config
     t_start = time.monotonic()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -266,7 +266,7 @@ def format_table(report: dict) -> str:
 
 def replay(spec: str, *, cfg=None, out=None, progress=print) -> int:
     """Run the one case ``CATEGORY:SEED`` again and print what happened; 1 if it fails."""
-    from flashnpu.sw.config import load_config
+    from flashnpu.spec.config import load_config
     try:
         category, seed_text = str(spec).rsplit(":", 1)
         seed = int(seed_text)
@@ -317,7 +317,7 @@ def rtl_available() -> str | None:
     return None
 
 
-if __name__ == "__main__":      # python -m flashnpu.sw.fuzz SECONDS SEED OUT
+if __name__ == "__main__":      # python -m flashnpu.fuzz SECONDS SEED OUT
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(cli_fuzz(type("A", (), {"seconds": float(sys.argv[1]), "seed": int(sys.argv[2]), "out": sys.argv[3],
                                      "categories": None, "rtl": True, "replay": None, "config": "tiny"})()))

@@ -1,6 +1,6 @@
 """The cocotb side of the fuzz campaign's RTL categories: many programs per simulator launch.
 
-``sw/fuzz_rtl.py`` writes ``$FLASHNPU_RUN_DIR/jobs.json`` and ``images.npz``
+``flashnpu/fuzz_rtl.py`` writes ``$FLASHNPU_RUN_DIR/jobs.json`` and ``images.npz``
 and runs this module on the Verilated ``NPU(config)`` (module ``npu``, the
 model :func:`flashnpu.cosim.rtl_backend.build_npu` builds). A job is a list
 of steps; each step
@@ -38,8 +38,8 @@ from cocotb.triggers import ClockCycles, First, RisingEdge, Timer
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 from cocotbext.axi.constants import AxiResp
 
-from flashnpu.sw import regmap
-from flashnpu.sw.regmap import COUNTERS, CONTROL_START, REG
+from flashnpu.spec import regmap
+from flashnpu.spec.regmap import COUNTERS, CONTROL_START, REG
 
 CLOCK_NS = 10
 POLL_CYCLES = 20_000
@@ -132,7 +132,7 @@ class FuzzDram:
 
 
 class Host:
-    """The NPU's registers (``sw/regmap.py``) over AXI4-Lite."""
+    """The NPU's registers (``spec/regmap.py``) over AXI4-Lite."""
 
     def __init__(self, dut):
         logging.getLogger(f"cocotb.{dut._name}.s_axil").setLevel(logging.ERROR)

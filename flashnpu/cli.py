@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from flashnpu.sw.config import ConfigError, load_config
+from flashnpu.spec.config import ConfigError, load_config
 
 # subcommand -> "module:function" taking the parsed arguments, returning an exit code
 HANDLERS = {
@@ -21,8 +21,8 @@ HANDLERS = {
     "generate": "flashnpu.cosim.verilog:cli_generate",
     "lint": "flashnpu.cosim.verilog:cli_lint",
     "run": "flashnpu.cosim.rtl_backend:cli_run",
-    "bench": "flashnpu.sw.bench:cli_bench",
-    "fuzz": "flashnpu.sw.fuzz:cli_fuzz",
+    "bench": "flashnpu.bench:cli_bench",
+    "fuzz": "flashnpu.fuzz:cli_fuzz",
 }
 
 

@@ -96,7 +96,7 @@ def plot_timeline(perf, words, path, *, windows, regions: dict | None = None, ti
 
 def plot_utilization(rows, config, path) -> Path:
     """PE utilization against sequence length: attention, head dim 64, one head (RTL and model)."""
-    from flashnpu.sw.bench import SUITE
+    from flashnpu.bench import SUITE
     from flashnpu.sw.compiler import compile_workload
     from flashnpu.sw.perfmodel import predict
     from flashnpu.sw.workload import AttentionWorkload
@@ -195,7 +195,7 @@ def plot_model_vs_rtl(rows, path) -> Path:
 
 def plot_bench(rows, config, out) -> list[Path]:
     """The three pictures of a bench result (see the module docstring); returns their paths."""
-    from flashnpu.sw.bench import SUITE
+    from flashnpu.bench import SUITE
     from flashnpu.sw.compiler import compile_workload
     from flashnpu.sw.perfmodel import predict
     out = Path(out)
