@@ -3,11 +3,12 @@
 import pytest
 
 from flashnpu.sw.asm import assemble
-from flashnpu.sw.bench import pipelined_tiles
+from flashnpu.sw.bench import TILE_STEPS, pipelined_tiles
 from flashnpu.sw.config import load_config
 from flashnpu.sw.isa import Queue
 from flashnpu.sw.tokens import TokenError, check_tokens
 
+LD, MM, VE, ST = TILE_STEPS
 
 
 def pipeline(n: int, *, double_buffer=True) -> list[int]:
