@@ -347,14 +347,18 @@ def run_case(case: BenchCase, config, *, seed: int = 0, mem_size: int | None = N
 
 
 # ------------------------------------------------------------ tool speed
+#: The four instructions of one tile of :func:`pipelined_tiles` (assembly, without tokens).
+TILE_STEPS = ("load mem=spad dram_addr=0 dram_stride=16 rows=4 chunks=1 sram_addr={a}",
+              "matmul m_rows=4 k_chunks=1 n_blocks=1 a_addr={a} w_addr=100 out_addr={o}",
+              "vector.requant rows=4 blocks=1 acc_addr={o} spad_addr={s} mult=1 shift=0",
+              "store mem=spad dram_addr=0x1000 dram_stride=16 rows=4 chunks=1 sram_addr={s}")
+
+
 def pipelined_tiles(n: int, *, double_buffer: bool = True) -> list[int]:
     """``n`` tiles of LOAD -> MATMUL -> VECTOR -> STORE with tokens between every pair of
     neighbouring queues (two buffers per stage when ``double_buffer``), then HALT: ``4n+1`` words."""
     from flashnpu.sw.asm import assemble
-    ld = "load mem=spad dram_addr=0 dram_stride=16 rows=4 chunks=1 sram_addr={a}"
-    mm = "matmul m_rows=4 k_chunks=1 n_blocks=1 a_addr={a} w_addr=100 out_addr={o}"
-    ve = "vector.requant rows=4 blocks=1 acc_addr={o} spad_addr={s} mult=1 shift=0"
-    st = "store mem=spad dram_addr=0x1000 dram_stride=16 rows=4 chunks=1 sram_addr={s}"
+    ld, mm, ve, st = TILE_STEPS
     lines = []
     for i in range(n):
         a, o, s = 8 * (i % 2), 16 * (i % 2), 200 + 8 * (i % 2)

@@ -3,11 +3,12 @@
 import pytest
 
 from flashnpu.sw.asm import assemble
-from flashnpu.bench import pipelined_tiles
+from flashnpu.bench import TILE_STEPS, pipelined_tiles
 from flashnpu.spec.config import load_config
 from flashnpu.spec.isa import Queue
 from flashnpu.sw.tokens import TokenError, check_tokens
 
+LD, MM, VE, ST = TILE_STEPS
 
 
 def pipeline(n: int, *, double_buffer=True) -> list[int]:
