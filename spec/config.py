@@ -23,7 +23,7 @@ import yaml
 #: The named hardware configurations shipped with the project (package data of flashnpu.spec).
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
-__all__ = ["ConfigError", "NPUConfig", "HARDWARE_FIELDS", "load_config", "validate_config_text",
+__all__ = ["ConfigError", "NPUConfig", "HARDWARE_FIELDS", "MICROARCH_FIELDS", "load_config", "validate_config_text",
            "config_path", "config_names"]
 
 
@@ -92,6 +92,16 @@ class NPUConfig:
     queue_depth: int = 8
     #: Width of each dependency-token counter; overflow is an error.
     token_bits: int = 4
+
+    # ------------------------------------------- microarchitecture knobs (MICROARCH_FIELDS)
+    #: Instruction fetch requests in flight (the sequencer's limit, the DMA's fetch FIFO depth).
+    fetch_depth: int = 8
+    #: Instructions a unit may have taken and not completed (the sequencer's in-flight FIFOs).
+    inflight_depth: int = 8
+    #: Quotient bits per cycle of the RECIP divider (1 = radix 2, 2 = radix 4, ...).
+    divider_bits_per_cycle: int = 2
+    #: STORE bursts whose AW went out and whose W beats are not all sent (burst-length FIFO).
+    store_burst_fifo_depth: int = 4
 
     # ----------------------------------------------------------------- derived
     @property
@@ -217,6 +227,14 @@ class NPUConfig:
             fail("queue_depth", "must be between 2 and 256")
         if not 2 <= self.token_bits <= 8:
             fail("token_bits", "must be between 2 and 8")
+        if not 2 <= self.fetch_depth <= 32:
+            fail("fetch_depth", "must be between 2 and 32")
+        if not 2 <= self.inflight_depth <= 32:
+            fail("inflight_depth", "must be between 2 and 32")
+        if not 1 <= self.divider_bits_per_cycle <= 48:
+            fail("divider_bits_per_cycle", "must be between 1 and 48 (a division has 48 quotient bits)")
+        if not 2 <= self.store_burst_fifo_depth <= 16:
+            fail("store_burst_fifo_depth", "must be between 2 and 16")
 
     # ------------------------------------------------------------------- I/O
     @classmethod
@@ -272,8 +290,13 @@ class NPUConfig:
         }
 
 
-#: The fields a config file must state: every field of :class:`NPUConfig` but ``name``.
-HARDWARE_FIELDS = tuple(f.name for f in fields(NPUConfig) if f.name != "name")
+#: Microarchitecture knobs: a config file may leave them out, and then they take their defaults
+#: (spec/timing.py derives the pipeline from them).
+MICROARCH_FIELDS = ("fetch_depth", "inflight_depth", "divider_bits_per_cycle", "store_burst_fifo_depth")
+
+#: The fields a config file must state: every field of :class:`NPUConfig` but ``name`` and the
+#: microarchitecture knobs.
+HARDWARE_FIELDS = tuple(f.name for f in fields(NPUConfig) if f.name != "name" and f.name not in MICROARCH_FIELDS)
 
 
 def config_path(name: str) -> Path:
