@@ -131,11 +131,11 @@ def array_idle_causes(perf, words, config) -> dict:
     the chain of instructions that ends the program (``"drain: ..."``).
     """
     from flashnpu.spec.isa import decode
-    from flashnpu.sw.perfmodel import DEFAULT_TIMING, MatrixModel
+    from flashnpu.sw.perfmodel import MatrixModel
     from flashnpu.sw.trace import instruction_label
     cfg = load_config(config)
     tile_cycles = MatrixModel(cfg).tile_cycles
-    t = perf.timing or DEFAULT_TIMING     # the latencies this prediction used
+    t = perf.timing                       # the latencies this prediction used
     visible_after = t.done_to_token + t.head_to_offer
     producers = perf.producers        # pc -> the pcs whose tokens its wait pops
     at = {pc: (unit, a, d) for unit, pc, a, d in perf.timeline}

@@ -2,7 +2,7 @@
 
 It models the microarchitecture of ``hw/`` event by event (the rules, with the
 measurements behind them, are in ``docs/performance.md``): the sequencer's
-instruction fetch through the DMA engine (``max_fetch`` words in flight, one
+instruction fetch through the DMA engine (``fetch_depth`` words in flight, one
 32-byte word per ``32/beat`` R beats), the in-order check/dispatch stage into
 queues of ``config.queue_depth``, the dependency tokens, each unit's pipeline
 (LOAD bursts in up to ``dma_max_outstanding`` read slots, STORE bursts, the
@@ -32,10 +32,10 @@ from flashnpu.spec.config import NPUConfig, load_config
 from flashnpu.sw.golden import check_fields, check_window
 from flashnpu.spec.isa import INSTR_BYTES, ErrorCode, Mem, Opcode, Queue, VectorFunct
 from flashnpu.spec.regmap import COUNTERS
+from flashnpu.spec.timing import Timing, timing
 
 __all__ = ["plan_bursts", "burst_beats", "fetch_beats", "LoadModel", "StoreModel", "MatrixModel", "VectorModel",
-           "vector_cycles", "scale_stall_cycles", "SequencerTiming", "DEFAULT_TIMING",
-           "PerfResult", "predict"]
+           "vector_cycles", "scale_stall_cycles", "PerfResult", "predict"]
 
 
 # ----------------------------------------------------------------------- DMA
@@ -134,8 +134,8 @@ def equal_runs(bursts) -> tuple[int, ...]:
 
 
 def fetch_beats(config: NPUConfig) -> int:
-    """R beats of one instruction fetch (one beat if a beat holds a whole 32-byte word)."""
-    return max(1, INSTR_BYTES // config.dma_beat_bytes)
+    """R beats of one instruction fetch (``spec.timing``: one beat if a beat holds a whole 32-byte word)."""
+    return timing(config).fetch_beats
 
 
 class LoadModel:
@@ -143,10 +143,9 @@ class LoadModel:
 
     Every read burst, LOAD or instruction fetch, is decided into the AR
     register in some cycle *a* (at most one per cycle, a fetch first); its
-    first R beat comes in ``a + 2 + lat`` or when the R channel has sent every
-    earlier burst, then one beat per cycle. LOAD bursts use
-    ``dma_max_outstanding`` read slots round robin; a slot frees the cycle
-    after its last beat is retired.
+    first R beat comes in ``a + ar_to_first_beat + lat`` (``spec.timing``) or when the R
+    channel has sent every earlier burst, then one beat per cycle. LOAD bursts use
+    ``read_slots`` read slots round robin; a slot frees the cycle after its last beat is retired.
 
     ``issue(offered, f)`` is the model without fetch traffic (``tests/test_dma_engine.py``,
     ``tests/test_axi_memory.py``): it returns ``(accept, done)``, the cycle
@@ -158,7 +157,11 @@ class LoadModel:
     def __init__(self, config: NPUConfig, lat: int, *, closed_form: bool = True):
         self.cfg, self.lat = config, lat
         self.closed_form = closed_form  # jump over steady-state bursts (False: one by one, for tests)
-        self.n_slots = config.dma_max_outstanding
+        t = timing(config)
+        self.n_slots = t.read_slots
+        self.ar_lat = t.ar_to_first_beat + lat         # AR decision -> first R beat, at the earliest
+        self.take_to_ar = t.load_take_to_first_ar
+        self.last_to_done = t.load_last_beat_to_done
         # Per LOAD burst, the cycle its read slot frees (after n_slots that are free from the start),
         # and the cycle it was decided into the AR register.
         self.free = [-(1 << 40)] * self.n_slots
@@ -179,15 +182,16 @@ class LoadModel:
         ``run_end[i]`` (from :func:`equal_runs`, computed if not given) is the end of the run
         of equal bursts that holds burst ``i``.
         """
-        # Its first burst can be decided in accept + 2, once a read slot is free (knowing the slot
-        # here spares :func:`predict` a call to ``run`` that could place nothing before a fetch).
+        # Its first burst can be decided take_to_ar after accept, once a read slot is free (knowing
+        # the slot here spares :func:`predict` a call to ``run`` that could place nothing before a fetch).
         slot = self.free[len(self.free) - self.n_slots] + 1
-        self.bursts, self.next, self.cand = bursts, 0, accept + 2 if accept + 2 > slot else slot
+        first = accept + self.take_to_ar
+        self.bursts, self.next, self.cand = bursts, 0, first if first > slot else slot
         self.run_end = equal_runs(bursts) if run_end is None else run_end
 
     def fetch(self, cycle: int, beats: int) -> int:
         """A fetch request decided in ``cycle``; returns the cycle of its first R beat."""
-        s = cycle + 2 + self.lat
+        s = cycle + self.ar_lat
         if s < self.r_free:
             s = self.r_free
         self.r_free = s + beats
@@ -200,7 +204,7 @@ class LoadModel:
     def run(self, limit: int) -> int | None:
         """Decide the current LOAD's bursts that can go before cycle ``limit``; its ``done`` cycle once all have."""
         bursts, free, dec, n_slots = self.bursts, self.free, self.dec, self.n_slots
-        i, a, r_free, lat2 = self.next, self.cand, self.r_free, 2 + self.lat
+        i, a, r_free, lat2 = self.next, self.cand, self.r_free, self.ar_lat
         n = len(bursts)
         placed = i
         last_fetch, run_end, back, h = self.last_fetch, self.run_end, -n_slots, 2 * n_slots
@@ -247,7 +251,7 @@ class LoadModel:
         self.next, self.cand, self.r_free = i, a, r_free
         if i < n:
             return None
-        return r_free + 3                      # done: its last beat is written to SRAM
+        return r_free + self.last_to_done      # done: its last beat is written to SRAM
 
     def _jump(self, i, a, f, beats, left, limit, r_free, lat2, count) -> int:
         """Place many bursts of ``beats`` at once if the read side is in a periodic state; how many.
@@ -313,15 +317,18 @@ class StoreModel:
     The write channels are the STORE's own, so nothing else in the NPU
     delays it; ``issue`` is used as is by :func:`predict`. A STORE is taken
     when the write planner is idle and the FIFO of burst counts (one entry per
-    STORE from its last AW to its last B, ``WLEN_DEPTH + 2`` entries) has
-    room: STORE *k* no earlier than the ``done`` cycle of STORE *k - 6*.
+    STORE from its first AW to its last B, ``store_count_depth`` entries) has
+    room: STORE *k* no earlier than the ``done`` cycle of STORE *k - store_count_depth*
+    (``spec.timing``; 6 by default).
     """
-
-    WLEN_DEPTH = 4
-    NB_DEPTH = WLEN_DEPTH + 2
 
     def __init__(self, config: NPUConfig, lat: int, *, closed_form: bool = True):
         self.cfg, self.lat = config, lat
+        t = timing(config)
+        self.wlen_depth = t.store_burst_fifo_depth       # burst-length FIFO
+        self.nb_depth = t.store_count_depth              # STOREs between first AW and last B
+        self.w_to_b = t.store_w_to_b + lat               # last W beat -> B
+        self.b_to_done = t.store_b_to_done
         self.closed_form = closed_form  # the bursts after a STORE's first in closed form (False: one by one, for tests)
         self.pop = []               # per burst: the cycle its last W beat is produced
         self.done = []              # per STORE: its done cycle
@@ -337,22 +344,22 @@ class StoreModel:
         """:meth:`issue` for a STORE whose bursts have ``bursts`` beats each.
 
         Burst by burst: its AW goes a cycle after the previous one, once the
-        burst-length FIFO has room (the burst ``WLEN_DEPTH`` back has produced
+        burst-length FIFO has room (the burst ``store_burst_fifo_depth`` back has produced
         its last W beat); the W producer starts it after its AW and after the
-        previous burst's beats; its B comes ``lat + 4`` cycles after its last
+        previous burst's beats; its B comes ``lat + store_w_to_b`` cycles after its last
         W beat, one B per cycle. After the first burst of a STORE the producer
         never waits for an AW again: the next AW is the cycle after this AW or
         after an earlier burst's last beat, both before this burst's last beat.
         So the rest follow in closed form: their last beats are running sums,
         and as the last beats rise by at least 1 per burst, after ``m`` more
-        bursts the AW is ``max(a + m, pop[last - WLEN_DEPTH] + 1)`` and the B
-        ``max(p + lat + 4, b + m)``.
+        bursts the AW is ``max(a + m, pop[last - store_burst_fifo_depth] + 1)`` and the B
+        ``max(p + lat + store_w_to_b, b + m)``.
         """
         accept = self.ready if self.ready > offered else offered
         k = len(self.done)
-        if k >= self.NB_DEPTH and self.done[k - self.NB_DEPTH] > accept:
-            accept = self.done[k - self.NB_DEPTH]
-        pop, lat4, depth = self.pop, 4 + self.lat, self.WLEN_DEPTH
+        if k >= self.nb_depth and self.done[k - self.nb_depth] > accept:
+            accept = self.done[k - self.nb_depth]
+        pop, lat4, depth = self.pop, self.w_to_b, self.wlen_depth
         g = len(pop)
         a = accept + 1                     # the first AW register load is accept + 2
         p, b = self.p_prev, self.b_prev
@@ -376,8 +383,8 @@ class StoreModel:
             g += 1
         self.p_prev, self.b_prev = p, b
         self.ready = a + 1
-        self.done.append(b + 3)
-        return accept, b + 3
+        self.done.append(b + self.b_to_done)
+        return accept, b + self.b_to_done
 
 
 # ------------------------------------------------------------- matrix, vector
@@ -389,11 +396,10 @@ class MatrixModel:
     its last issue cycle). :func:`predict` applies these two numbers.
     """
 
-    #: The constant of ``done = take + (tiles - 1)*T + m_rows + 2*dim + 2``.
-    FIXED_LATENCY = 2
-
     def __init__(self, config: NPUConfig):
         self.cfg = config
+        # done = take + (tiles - 1)*T + m_rows + 2*dim + matmul_fixed_latency (spec.timing)
+        self.fixed_latency = timing(config).matmul_fixed_latency
 
     def tile_cycles(self, f: dict) -> int:
         """Cycles the MATMUL holds the issue stage (the next one is taken after them)."""
@@ -403,19 +409,7 @@ class MatrixModel:
         """Cycles from take to done."""
         dim = self.cfg.dim
         t = max(f["m_rows"], dim)
-        return (f["n_blocks"] * f["k_chunks"] - 1) * t + f["m_rows"] + 2 * dim + self.FIXED_LATENCY
-
-
-#: Vector unit, cycles from an element's issue to the instruction's last write (docs/vector_unit.md):
-#: ROWMAX and EXP write the row state last, SCALE/OUTPUT/REQUANT write their row 4 cycles after issue,
-#: EXP its p over the row 8 cycles after issue.
-VECTOR_STATE_WRITE = 9
-VECTOR_OUT_WRITE = 4
-VECTOR_EXP_WRITE = 8
-#: RECIP: read L of row 0 and start the divider, then one division per row.
-RECIP_START = 2
-#: Cycles of one division (48 quotient bits, 2 per cycle).
-RECIP_ROW_CYCLES = 24
+        return (f["n_blocks"] * f["k_chunks"] - 1) * t + f["m_rows"] + 2 * dim + self.fixed_latency
 
 
 _VECTOR_FUNCTS = {int(f): f for f in VectorFunct}
@@ -432,39 +426,41 @@ def _vector_funct(funct) -> VectorFunct:
         return VectorFunct(funct)
 
 
-def vector_cycles(funct, rows: int, blocks: int, *, recip_row_cycles: int = RECIP_ROW_CYCLES) -> int:
-    """Cycles from taking a VECTOR instruction to its ``done`` (docs/vector_unit.md, "Cycle model").
+def vector_cycles(t: Timing, funct, rows: int, blocks: int) -> int:
+    """Cycles from taking a VECTOR instruction to its ``done`` (docs/vector_unit.md, "Cycle model"),
+    with the stage counts of ``t`` (``spec.timing``).
 
-    A SCALE (EXP) whose rows overlap within ``VECTOR_OUT_WRITE``
-    (``VECTOR_EXP_WRITE``) elements takes :func:`scale_stall_cycles` more.
+    A SCALE (EXP) whose rows overlap within ``vector_out_write``
+    (``vector_exp_write``) elements takes :func:`scale_stall_cycles` more.
     """
     funct = _vector_funct(funct)
     if funct == _INIT:
         return rows
     if funct == _RECIP:
-        return RECIP_START + rows * recip_row_cycles
+        return t.recip_start + rows * t.recip_row_cycles
     if funct in _STATE_WRITERS:
-        return rows * blocks + VECTOR_STATE_WRITE
-    return rows * blocks + VECTOR_OUT_WRITE
+        return rows * blocks + t.vector_state_write
+    return rows * blocks + t.vector_out_write
 
 
-#: The functs that read accumulator rows they write, and the cycles from issue to that write.
-_OVERLAP_WRITE = {VectorFunct.SCALE: VECTOR_OUT_WRITE, VectorFunct.EXP: VECTOR_EXP_WRITE}
+#: The functs that read accumulator rows they write: the Timing field of the cycles from issue to that write.
+_OVERLAP_WRITE = {VectorFunct.SCALE: "vector_out_write", VectorFunct.EXP: "vector_exp_write"}
 
 
-def scale_stall_cycles(rows: int, blocks: int, acc_addr: int, acc_block_stride: int,
+def scale_stall_cycles(t: Timing, rows: int, blocks: int, acc_addr: int, acc_block_stride: int,
                        funct=VectorFunct.SCALE) -> int:
     """Issue cycles a SCALE (or EXP) loses when an element reads an accumulator row still being written.
 
     An element waits until the write of the latest earlier element with the
-    same row has landed (``VECTOR_OUT_WRITE`` cycles after that element's
-    issue for SCALE, ``VECTOR_EXP_WRITE`` for EXP, which writes p over the
+    same row has landed (``vector_out_write`` cycles after that element's
+    issue for SCALE, ``vector_exp_write`` for EXP, which writes p over the
     scores). Elements go row outer, block inner. Blocks that cannot overlap
     (``acc_block_stride >= rows``) and the other functs cost nothing.
     """
-    write = _OVERLAP_WRITE.get(_vector_funct(funct))
-    if write is None or acc_block_stride >= rows:
+    stage = _OVERLAP_WRITE.get(_vector_funct(funct))
+    if stage is None or acc_block_stride >= rows:
         return 0
+    write = getattr(t, stage)
     t, last_issue, lost = 0, {}, 0
     for i in range(rows):
         for b in range(blocks):
@@ -485,43 +481,17 @@ class VectorModel:
 
     def __init__(self, config: NPUConfig):
         self.cfg = config
+        self.timing = timing(config)
 
     def busy_cycles(self, f: dict) -> int:
         """Cycles from take to done (:func:`vector_cycles`, SCALE and EXP stalls included)."""
-        funct, rows = f["funct"], f["rows"]
-        cycles = vector_cycles(funct, rows, f["blocks"])
+        funct, rows, t = f["funct"], f["rows"], self.timing
+        cycles = vector_cycles(t, funct, rows, f["blocks"])
         if funct in _OVERLAP_WRITE and f["acc_block_stride"] < rows:      # (else no stall: skip the call)
-            cycles += scale_stall_cycles(rows, f["blocks"], f["acc_addr"], f["acc_block_stride"], funct=funct)
+            cycles += scale_stall_cycles(t, rows, f["blocks"], f["acc_addr"], f["acc_block_stride"], funct=funct)
         return cycles
 
 
-# ------------------------------------------------------------------ sequencer
-@dataclass(frozen=True)
-class SequencerTiming:
-    """Fixed latencies of the control path (docs/sequencer.md, "Cycle model"; docs/performance.md).
-
-    Cycle 0 is the cycle START takes effect. ``tests/test_perfmodel.py``
-    checks the whole model, and so these numbers, against the RTL.
-    """
-    #: cycle of the first fetch request.
-    start_to_fetch: int = 1
-    #: fetch requests in flight (sequencer ``max_fetch`` = the DMA engine's ``fetch_depth``).
-    max_fetch: int = 8
-    #: a word's last R beat -> the word offered to the sequencer (R register, response FIFO).
-    beat_to_word: int = 2
-    #: word taken into the check stage (F) -> written into its queue, at the earliest.
-    check_to_dispatch: int = 1
-    #: written into the queue -> at the queue's head (FIFO latency).
-    dispatch_to_head: int = 1
-    #: queue head with its tokens -> offered to the unit.
-    head_to_offer: int = 0
-    #: unit ``done`` -> its token is seen by a waiting queue head.
-    done_to_token: int = 1
-    #: instructions a unit may have taken and not completed (sequencer in-flight FIFO).
-    inflight_depth: int = 8
-
-
-DEFAULT_TIMING = SequencerTiming()
 
 
 @dataclass
@@ -551,7 +521,7 @@ class PerfResult:
     head: list = field(default_factory=list)        # cycle it is at its queue's head (HALT: None)
     tokens: list = field(default_factory=list)      # cycle its last token is visible, >= head (HALT: None)
     producers: list = field(default_factory=list)   # the pcs whose tokens its ``wait`` pops
-    timing: "SequencerTiming" = None                # the control-path latencies the model used
+    timing: Timing = None                           # the microarchitecture the model used (spec.timing)
 
 
 #: The queues named by each 4-bit wait/signal mask.
@@ -651,8 +621,7 @@ def _check_grant(cfg: NPUConfig, words, grant) -> None:
                 raise ValueError(f"pc {pc}: {code.name}: {reason}")
 
 
-def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = None,
-            grant=None) -> PerfResult:
+def predict(config, words, *, lat: int = 1, grant=None) -> PerfResult:
     """Predict the cycles and counters of ``words`` (a legal program ending in HALT) on ``config``.
 
     Cycle 0 is the cycle START takes effect; ``cycles`` is the CYCLES counter
@@ -662,9 +631,10 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     ``ValueError`` (the NPU would stop with ``DMA_WINDOW`` or ``CODE_WRITE``).
     With a code window longer than the program, the NPU prefetches words past
     HALT and ends only when their reads are in: that tail is not modelled.
+    Every latency and depth comes from ``spec.timing.timing(config)``.
     """
     cfg = load_config(config)
-    t = timing or DEFAULT_TIMING
+    t = timing(cfg)
     if lat < 1:
         raise ValueError(f"lat = {lat}: the ideal slave's latency must be at least 1")
     info = _program_info(cfg, words)
@@ -672,9 +642,9 @@ def predict(config, words, *, lat: int = 1, timing: SequencerTiming | None = Non
     # Words in the code window [PROG_ADDR, PROG_END): the most the NPU fetches.
     n_code = len(words) if grant is None else (grant.prog_end - grant.prog_addr) // INSTR_BYTES
     halt = n - 1
-    depth = cfg.queue_depth
-    fb = fetch_beats(cfg)
-    max_fetch = t.max_fetch
+    depth = t.queue_depth
+    fb = t.fetch_beats
+    max_fetch = t.fetch_depth
     word_delay = fb + t.beat_to_word - 1      # first R beat -> word offered
     chk = t.check_to_dispatch
     to_head = t.dispatch_to_head + t.head_to_offer

@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from flashnpu.spec.config import (HARDWARE_FIELDS, ConfigError, NPUConfig, config_names, config_path, load_config,
+from flashnpu.spec.config import (HARDWARE_FIELDS, MICROARCH_FIELDS, ConfigError, NPUConfig, config_names, config_path, load_config,
                                 validate_config_text)
 
 
@@ -122,9 +122,26 @@ def _one_line_error(text, tmp_path=None, name="probe") -> str:
 def test_shipped_configs_state_every_field():
     for n in config_names():
         d = yaml.safe_load(config_path(n).read_text())
-        assert set(HARDWARE_FIELDS) <= set(d), (n, set(HARDWARE_FIELDS) - set(d))
+        assert set(HARDWARE_FIELDS + MICROARCH_FIELDS) == set(d), n
         assert load_config(n).name == n
-    assert "name" not in HARDWARE_FIELDS and len(HARDWARE_FIELDS) == len(NPUConfig.__dataclass_fields__) - 1
+    assert sorted(HARDWARE_FIELDS + MICROARCH_FIELDS + ("name",)) == sorted(NPUConfig.__dataclass_fields__)
+
+
+def test_microarch_knobs_are_optional_and_validated(tmp_path):
+    """A file may leave the microarchitecture knobs out (defaults); a bad value names the field."""
+    text = "\n".join(line for line in TINY_TEXT.splitlines()
+                     if line.split(":")[0].strip() not in MICROARCH_FIELDS)
+    p = tmp_path / "bare.yaml"
+    p.write_text(text)
+    cfg = load_config(p)
+    for k in MICROARCH_FIELDS:
+        assert getattr(cfg, k) == NPUConfig.__dataclass_fields__[k].default
+    for field, bad in (("fetch_depth", 1), ("fetch_depth", 33), ("inflight_depth", 1),
+                       ("divider_bits_per_cycle", 0), ("divider_bits_per_cycle", 49),
+                       ("store_burst_fifo_depth", 17)):
+        p.write_text(text + f"\n{field}: {bad}\n")
+        with pytest.raises(ConfigError, match=f"'{field}' = {bad}"):
+            load_config(p)
 
 
 def test_validate_config_text_is_the_file_loader():
