@@ -621,52 +621,36 @@ def _check_grant(cfg: NPUConfig, words, grant) -> None:
                 raise ValueError(f"pc {pc}: {code.name}: {reason}")
 
 
-def predict(config, words, *, lat: int = 1, grant=None) -> PerfResult:
-    """Predict the cycles and counters of ``words`` (a legal program ending in HALT) on ``config``.
+# ------------------------------------------------------ the program's graph
+@dataclass
+class _Graph:
+    """The static structure of a program (up to HALT): each queue's instructions in order, the token
+    pairs (the k-th pop of src -> dst takes the k-th push), the STORE ordering rule and the
+    instruction whose take frees each queue slot."""
+    queue_of: list        # pc -> queue (HALT: -1)
+    qidx: list            # pc -> place in its queue
+    qpcs: tuple           # queue -> its pcs in order
+    producers: list       # pc -> the pcs whose tokens its wait pops
+    consumers: list       # pc -> the pcs that pop its tokens
+    room_pc: list         # pc -> the pc whose take frees a slot of its queue (None: room from the start)
+    order_deps: list      # STORE pc -> the older LOAD and STORE it waits for (issued only after them)
+    waiters: list         # pc -> the STOREs that wait for it
+    works: list           # pc -> its unit's work (_word_info)
+    amounts: list         # bytes read, bytes written, A rows into the array
 
-    Cycle 0 is the cycle START takes effect; ``cycles`` is the CYCLES counter
-    at done. ``lat`` is the latency of the ideal AXI slave (``>= 1``). The code
-    window is ``words`` (the NPU fetches nothing past them), or ``grant``'s
-    (``sw/regmap.DramGrant``); a LOAD/STORE that the grant refuses raises
-    ``ValueError`` (the NPU would stop with ``DMA_WINDOW`` or ``CODE_WRITE``).
-    With a code window longer than the program, the NPU prefetches words past
-    HALT and ends only when their reads are in: that tail is not modelled.
-    Every latency and depth comes from ``spec.timing.timing(config)``.
-    """
-    cfg = load_config(config)
-    t = timing(cfg)
-    if lat < 1:
-        raise ValueError(f"lat = {lat}: the ideal slave's latency must be at least 1")
-    info = _program_info(cfg, words)
-    n = len(info)                      # instructions up to and including HALT
-    # Words in the code window [PROG_ADDR, PROG_END): the most the NPU fetches.
-    n_code = len(words) if grant is None else (grant.prog_end - grant.prog_addr) // INSTR_BYTES
-    halt = n - 1
-    depth = t.queue_depth
-    fb = t.fetch_beats
-    max_fetch = t.fetch_depth
-    word_delay = fb + t.beat_to_word - 1      # first R beat -> word offered
-    chk = t.check_to_dispatch
-    to_head = t.dispatch_to_head + t.head_to_offer
-    tok_delay = t.done_to_token
-    infl_depth = t.inflight_depth
-    LOAD, STORE, MATRIX = _LOAD_Q, _STORE_Q, _MATRIX_Q
-    tok_max = (1 << cfg.token_bits) - 1
-    if grant is not None:
-        _check_grant(cfg, words[:n], grant)
 
-    # The program's static structure: each queue's instructions in order, whose tokens each
-    # instruction pops (the k-th pop of src -> dst takes the k-th push), who pops its tokens,
-    # and the instruction whose take frees its queue slot.
-    queue_of = [ins[0] for ins in info]
-    qidx = [0] * n                     # place of each instruction in its queue
+def _graph(info, depth: int, tok_max: int) -> _Graph:
+    """The :class:`_Graph` of a program's ``_program_info``; raises ValueError on TOKEN_UNDERFLOW or
+    TOKEN_OVERFLOW (program order, as the sequencer's counters check them)."""
+    n = len(info)
+    qidx = [0] * n
     qpcs = ([], [], [], [])
     producers = [()] * n
     consumers = [()] * n
     room_pc = [None] * (n + 1)         # (one more: the dispatcher's index once all are in)
     pushes = [[] for _ in range(16)]   # [src*4 + dst] -> pushing pcs, in order
     pops = [0] * 16
-    amounts = [0, 0, 0, 0]             # bytes read, bytes written, A rows into the array
+    amounts = [0, 0, 0, 0]
     pc = 0
     for q, waits, signals, _work, amount in info:
         if q < 0:
@@ -698,206 +682,278 @@ def predict(config, words, *, lat: int = 1, grant=None) -> PerfResult:
                 raise ValueError(f"pc {pc}: pushes a {Queue(q).name}->{Queue(dst).name} token past "
                                  f"{tok_max} in program order (TOKEN_OVERFLOW)")
         pc += 1
-    works = [ins[3] for ins in info]
-    qlen = [len(lst) for lst in qpcs]
+    queue_of = [ins[0] for ins in info]
     # A STORE is issued only once the previous STORE and every older LOAD (LOADs complete
     # in order: the latest one) are done, so that an error leaves no younger STORE issued.
     order_deps = [()] * n
     waiters = [()] * n
     last_load = last_store = None
-    for pc in range(halt):
+    for pc in range(n - 1):
         q = queue_of[pc]
-        if q == LOAD:
+        if q == _LOAD_Q:
             last_load = pc
-        elif q == STORE:
+        elif q == _STORE_Q:
             deps = tuple(p for p in (last_load, last_store) if p is not None)
             order_deps[pc] = deps
             for p in deps:
                 waiters[p] += (pc,)
             last_store = pc
+    return _Graph(queue_of, qidx, qpcs, producers, consumers, room_pc, order_deps, waiters,
+                  [ins[3] for ins in info], amounts)
 
-    loads = LoadModel(cfg, lat)
-    stores = StoreModel(cfg, lat)
-    D = [None] * n          # cycle each word is written into its queue (HALT: leaves the check stage)
-    H = [0] * n             # cycle each word enters the check stage
-    take = [None] * n
-    done = [None] * n
-    at_head = [None] * n    # cycle each instruction is at its queue's head
-    at_tokens = [None] * n  # cycle its last token is visible (>= its head cycle)
-    R = [t.start_to_fetch + k for k in range(max_fetch)]   # fetch request cycles, known so far
-    V = []                  # cycle each fetched word is offered to the sequencer
-    fe = 0                  # next word to be written into its queue
-    hc = 0                  # next word to enter the check stage (fe or fe + 1)
-    qc = [0, 0, 0, 0]       # place in its queue of each queue's head
-    prev_take = [-1 << 40] * 4
-    unit_ready = [0, 0, 0, 0]    # MATRIX, VECTOR: first cycle the unit can take the next instruction
-    stall = [0, 0, 0, 0]
-    dispatch_stall = 0
-    load_pc = None          # the LOAD whose bursts are being placed
-    halt_d = None
-    kp = 0                  # next fetch request to place on the read channel
-    far = 1 << 62
-    fe_moves = True         # the dispatcher may move on
-    todo = []               # queues whose head may be taken now
 
-    while True:
-        # ---- every time whose inputs are known (dataflow), until nothing moves.
+# ------------------------------------------------------------------ events
+class _Events:
+    """The machine's times, computed as soon as their inputs are known (module docstring).
+
+    Three parts, each a method: :meth:`dispatch` (fetched words through the check stage into
+    their queues), :meth:`take_heads` (a queue's heads to its unit, once their tokens, the
+    STORE order and the in-flight limit allow) and :meth:`read_channel` (the next AR decision,
+    a fetch request or a LOAD burst). The hot loops copy attributes into locals.
+    """
+
+    def __init__(self, cfg: NPUConfig, t: Timing, g: _Graph, n_code: int, lat: int):
+        n = len(g.queue_of)
+        self.g, self.n, self.halt, self.n_code = g, n, n - 1, n_code
+        self.fb = t.fetch_beats
+        self.word_delay = t.fetch_beats + t.beat_to_word - 1      # first R beat -> word offered
+        self.chk = t.check_to_dispatch
+        self.to_head = t.dispatch_to_head + t.head_to_offer
+        self.tok_delay = t.done_to_token
+        self.infl_depth = t.inflight_depth
+        self.loads = LoadModel(cfg, lat)
+        self.stores = StoreModel(cfg, lat)
+        self.D = [None] * n          # cycle each word is written into its queue (HALT: leaves the check stage)
+        self.H = [0] * n             # cycle each word enters the check stage
+        self.take = [None] * n
+        self.done = [None] * n
+        self.at_head = [None] * n    # cycle each instruction is at its queue's head
+        self.at_tokens = [None] * n  # cycle its last token is visible (>= its head cycle)
+        self.R = [t.start_to_fetch + k for k in range(t.fetch_depth)]   # fetch request cycles, known so far
+        self.V = []                  # cycle each fetched word is offered to the sequencer
+        self.fe = 0                  # next word to be written into its queue
+        self.hc = 0                  # next word to enter the check stage (fe or fe + 1)
+        self.kp = 0                  # next fetch request to place on the read channel
+        self.qc = [0, 0, 0, 0]       # place in its queue of each queue's head
+        self.prev_take = [-1 << 40] * 4
+        self.unit_ready = [0, 0, 0, 0]    # MATRIX, VECTOR: first cycle the unit can take the next instruction
+        self.stall = [0, 0, 0, 0]
+        self.dispatch_stall = 0
+        self.load_pc = None          # the LOAD whose bursts are being placed
+        self.halt_d = None
+        self.fe_moves = True         # the dispatcher may move on
+        self.todo = []               # queues whose head may be taken now
+
+    def run(self) -> None:
+        todo = self.todo
         while True:
-            if fe_moves:
-                # Fetched words through the check stage into their queues, in program order.
-                top = kp if kp < n else n
-                while fe < top:
-                    if hc == fe:
-                        # The word enters the check stage when the previous one leaves it;
-                        # its fetch slot is free again: the next request.
-                        h = V[fe]
-                        if fe and D[fe - 1] > h:
-                            h = D[fe - 1]
-                        H[fe] = h
-                        hc += 1
-                        r = R[-1] + 1
-                        R.append(h + 1 if h + 1 > r else r)
-                    d = H[fe] + chk
-                    m = room_pc[fe]
-                    if m is not None:
-                        tk = take[m]
-                        if tk is None:
-                            break                       # its queue is full
-                        if tk + 1 > d:
-                            dispatch_stall += tk + 1 - d
-                            d = tk + 1
-                    D[fe] = d
-                    if fe == halt:
-                        halt_d = d
-                    else:
-                        q = queue_of[fe]
-                        if qc[q] == qidx[fe]:
-                            todo.append(q)              # it is its queue's head
-                    fe += 1
-                fe_moves = False
-            if not todo:
-                break
-            # Queue heads to their units; a take or a done can release other heads.
-            q = todo.pop()
-            if q == LOAD and load_pc is not None:
-                continue                                # the planner still cuts the previous LOAD
-            lst = qpcs[q]
-            i = qc[q]
-            last = qlen[q]
-            while i < last:
-                pc = lst[i]
-                d = D[pc]
-                if d is None:
-                    break                               # not dispatched yet
-                head = d + to_head
-                if prev_take[q] >= head:
-                    head = prev_take[q] + 1
-                tok = head
-                for p in producers[pc]:
+            while True:
+                if self.fe_moves:
+                    self.dispatch()
+                if not todo:
+                    break
+                self.take_heads(todo.pop())
+            if not self.read_channel():
+                return
+
+    def dispatch(self) -> None:
+        """Fetched words through the check stage into their queues, in program order."""
+        g, V, D, H, R, take = self.g, self.V, self.D, self.H, self.R, self.take
+        room_pc, queue_of, qidx, qc, chk = g.room_pc, g.queue_of, g.qidx, self.qc, self.chk
+        fe, hc, n = self.fe, self.hc, self.n
+        top = self.kp if self.kp < n else n
+        while fe < top:
+            if hc == fe:
+                # The word enters the check stage when the previous one leaves it;
+                # its fetch slot is free again: the next request.
+                h = V[fe]
+                if fe and D[fe - 1] > h:
+                    h = D[fe - 1]
+                H[fe] = h
+                hc += 1
+                r = R[-1] + 1
+                R.append(h + 1 if h + 1 > r else r)
+            d = H[fe] + chk
+            m = room_pc[fe]
+            if m is not None:
+                tk = take[m]
+                if tk is None:
+                    break                       # its queue is full
+                if tk + 1 > d:
+                    self.dispatch_stall += tk + 1 - d
+                    d = tk + 1
+            D[fe] = d
+            if fe == self.halt:
+                self.halt_d = d
+            else:
+                q = queue_of[fe]
+                if qc[q] == qidx[fe]:
+                    self.todo.append(q)         # it is its queue's head
+            fe += 1
+        self.fe, self.hc, self.fe_moves = fe, hc, False
+
+    def _release(self, pc: int) -> None:
+        """``pc`` is done: the heads waiting for its tokens or for it (STORE order) may move."""
+        g, qc = self.g, self.qc
+        for c in g.consumers[pc] + g.waiters[pc]:
+            q = g.queue_of[c]
+            if qc[q] == g.qidx[c]:
+                self.todo.append(q)
+
+    def take_heads(self, q: int) -> None:
+        """Queue ``q``'s heads to its unit while their tokens, the STORE order and the in-flight
+        limit allow (a LOAD: one, then the burst planner is busy)."""
+        if q == _LOAD_Q and self.load_pc is not None:
+            return                                  # the planner still cuts the previous LOAD
+        g, D, done, take = self.g, self.D, self.done, self.take
+        lst, producers, order_deps, works = g.qpcs[q], g.producers, g.order_deps, g.works
+        to_head, tok_delay, infl_depth = self.to_head, self.tok_delay, self.infl_depth
+        prev_take, unit_ready = self.prev_take, self.unit_ready
+        i, last = self.qc[q], len(lst)
+        while i < last:
+            pc = lst[i]
+            d = D[pc]
+            if d is None:
+                break                               # not dispatched yet
+            head = d + to_head
+            if prev_take[q] >= head:
+                head = prev_take[q] + 1
+            tok = head
+            for p in producers[pc]:
+                dn = done[p]
+                if dn is None:
+                    tok = None
+                    break
+                if dn + tok_delay > tok:
+                    tok = dn + tok_delay
+            if tok is None:
+                break                               # a token is still to come
+            offer = tok
+            if q == _STORE_Q:
+                for p in order_deps[pc]:
                     dn = done[p]
                     if dn is None:
-                        tok = None
+                        offer = None
                         break
-                    if dn + tok_delay > tok:
-                        tok = dn + tok_delay
-                if tok is None:
-                    break                               # a token is still to come
-                offer = tok
-                if q == STORE:
-                    for p in order_deps[pc]:
-                        dn = done[p]
-                        if dn is None:
-                            offer = None
-                            break
-                        if dn + tok_delay > offer:
-                            offer = dn + tok_delay
-                    if offer is None:
-                        break                           # an older LOAD or STORE is still running
-                if i >= infl_depth:
-                    dn = done[lst[i - infl_depth]]
-                    if dn is None:
-                        break                           # 8 LOADs in flight
-                    if dn >= offer:
-                        offer = dn + 1
-                if q == LOAD:
-                    a = loads.ready if loads.ready > offer else offer
-                    loads.start(a, *works[pc])
-                    load_pc = pc
+                    if dn + tok_delay > offer:
+                        offer = dn + tok_delay
+                if offer is None:
+                    break                           # an older LOAD or STORE is still running
+            if i >= infl_depth:
+                dn = done[lst[i - infl_depth]]
+                if dn is None:
+                    break                           # inflight_depth instructions in flight
+                if dn >= offer:
+                    offer = dn + 1
+            if q == _LOAD_Q:
+                loads = self.loads
+                a = loads.ready if loads.ready > offer else offer
+                loads.start(a, *works[pc])
+                self.load_pc = pc
+            else:
+                if q == _MATRIX_Q:
+                    a = unit_ready[q] if unit_ready[q] > offer else offer
+                    work = works[pc]
+                    unit_ready[q] = a + work[0]
+                    dn = a + work[1]
+                elif q == _STORE_Q:
+                    a, dn = self.stores.issue_bursts(offer, works[pc])
                 else:
-                    if q == MATRIX:
-                        a = unit_ready[q] if unit_ready[q] > offer else offer
-                        work = works[pc]
-                        unit_ready[q] = a + work[0]
-                        dn = a + work[1]
-                    elif q == STORE:
-                        a, dn = stores.issue_bursts(offer, works[pc])
-                    else:
-                        a = unit_ready[q] if unit_ready[q] > offer else offer
-                        unit_ready[q] = dn = a + works[pc]
-                    done[pc] = dn
-                    for c in consumers[pc] + waiters[pc]:
-                        if qc[queue_of[c]] == qidx[c]:
-                            todo.append(queue_of[c])    # its head waits for this token or this STORE
-                take[pc] = a
-                prev_take[q] = a
-                at_head[pc] = head
-                at_tokens[pc] = tok
-                stall[q] += tok - head
-                i += 1
-                if room_pc[fe] == pc:
-                    fe_moves = True                     # the slot the dispatcher waits for is free
-                if q == LOAD:
-                    break                               # the next LOAD waits for the planner
-            qc[q] = i
+                    a = unit_ready[q] if unit_ready[q] > offer else offer
+                    unit_ready[q] = dn = a + works[pc]
+                done[pc] = dn
+                self._release(pc)
+            take[pc] = a
+            prev_take[q] = a
+            self.at_head[pc] = head
+            self.at_tokens[pc] = tok
+            self.stall[q] += tok - head
+            i += 1
+            if g.room_pc[self.fe] == pc:
+                self.fe_moves = True                # the slot the dispatcher waits for is free
+            if q == _LOAD_Q:
+                break                               # the next LOAD waits for the planner
+        self.qc[q] = i
 
-        # ---- the next AR decision: a fetch request (first in its cycle) or a LOAD burst.
-        tf = R[kp] if kp < len(R) and kp < n_code and (halt_d is None or R[kp] <= halt_d) else None
-        if load_pc is not None and (tf is None or loads.cand < tf):
-            dn = loads.run(far if tf is None else tf)
+    def read_channel(self) -> bool:
+        """The next AR decision: a fetch request (first in its cycle) or the current LOAD's bursts
+        up to it. False once there is nothing left to decide."""
+        R, kp, halt_d, loads = self.R, self.kp, self.halt_d, self.loads
+        tf = R[kp] if kp < len(R) and kp < self.n_code and (halt_d is None or R[kp] <= halt_d) else None
+        if self.load_pc is not None and (tf is None or loads.cand < tf):
+            dn = loads.run(1 << 62 if tf is None else tf)
             if dn is not None:
-                done[load_pc] = dn
-                todo.append(LOAD)
-                for c in consumers[load_pc] + waiters[load_pc]:
-                    if qc[queue_of[c]] == qidx[c]:
-                        todo.append(queue_of[c])
-                load_pc = None
-            continue
+                self.done[self.load_pc] = dn
+                self.todo.append(_LOAD_Q)
+                self._release(self.load_pc)
+                self.load_pc = None
+            return True
         if tf is None:
-            break
-        V.append(loads.fetch(tf, fb) + word_delay)
-        if fe == kp:
-            fe_moves = True         # the word the dispatcher waits for
-        kp += 1
+            return False
+        self.V.append(loads.fetch(tf, self.fb) + self.word_delay)
+        if self.fe == kp:
+            self.fe_moves = True                    # the word the dispatcher waits for
+        self.kp = kp + 1
+        return True
 
+
+def _result(g: _Graph, ev: _Events, t: Timing) -> PerfResult:
+    """The :class:`PerfResult` of a finished event run (the RTL's counters)."""
+    done, take, halt = ev.done, ev.take, ev.halt
     if done.count(None) > 1:
         pc = done.index(None)
         raise ValueError(f"pc {pc}: never completes (its tokens are never pushed: the program deadlocks)")
-
     last_done = max(done[:halt], default=0)
-    cycles = max(last_done, halt_d) + 1
-
+    cycles = max(last_done, ev.halt_d) + 1
     names = _UNIT_NAMES
     busy = {}
     for q in range(4):
         # LOAD/STORE busy ends the cycle before done; the matrix and vector units include it.
-        end = 1 if q == LOAD or q == STORE else 0
-        busy[names[q]] = _busy_union([(take[pc] + 1, done[pc] - end) for pc in qpcs[q]])
-    timeline = [(names[queue_of[pc]], pc, take[pc], done[pc]) for pc in range(halt)]
-    timeline.append(("sequencer", halt, halt_d, cycles))
-    array_active, bytes_read, bytes_written = amounts[MATRIX], amounts[LOAD], amounts[STORE]
-    stalls = {names[q]: stall[q] for q in range(4)}
-    res = PerfResult(cycles=cycles, instructions=n, busy=busy, stall=stalls,
+        end = 1 if q == _LOAD_Q or q == _STORE_Q else 0
+        busy[names[q]] = _busy_union([(take[pc] + 1, done[pc] - end) for pc in g.qpcs[q]])
+    timeline = [(names[g.queue_of[pc]], pc, take[pc], done[pc]) for pc in range(halt)]
+    timeline.append(("sequencer", halt, ev.halt_d, cycles))
+    array_active, bytes_read, bytes_written = g.amounts[_MATRIX_Q], g.amounts[_LOAD_Q], g.amounts[_STORE_Q]
+    stalls = {names[q]: ev.stall[q] for q in range(4)}
+    res = PerfResult(cycles=cycles, instructions=ev.n, busy=busy, stall=stalls,
                      array_active=array_active, bytes_read=bytes_read,
-                     bytes_written=bytes_written, timeline=timeline, dispatch_stall=dispatch_stall,
-                     fetched=V[:n], checked=H, dispatched=D, head=at_head, tokens=at_tokens,
-                     producers=producers, timing=t)
+                     bytes_written=bytes_written, timeline=timeline, dispatch_stall=ev.dispatch_stall,
+                     fetched=ev.V[:ev.n], checked=ev.H, dispatched=ev.D, head=ev.at_head,
+                     tokens=ev.at_tokens, producers=g.producers, timing=t)
     values = {
         "CYCLES": cycles, "MATRIX_BUSY": busy["matrix"], "ARRAY_ACTIVE": array_active,
         "VECTOR_BUSY": busy["vector"], "LOAD_BUSY": busy["load"], "STORE_BUSY": busy["store"],
         "LOAD_STALL": stalls["load"], "STORE_STALL": stalls["store"],
         "MATRIX_STALL": stalls["matrix"], "VECTOR_STALL": stalls["vector"],
-        "DISPATCH_STALL": dispatch_stall,
-        "BYTES_READ": bytes_read, "BYTES_WRITTEN": bytes_written, "INSTRUCTIONS": n,
+        "DISPATCH_STALL": ev.dispatch_stall,
+        "BYTES_READ": bytes_read, "BYTES_WRITTEN": bytes_written, "INSTRUCTIONS": ev.n,
     }
     res.counters = {name: values[name] for name, _ in COUNTERS}
     return res
+
+
+def predict(config, words, *, lat: int = 1, grant=None) -> PerfResult:
+    """Predict the cycles and counters of ``words`` (a legal program ending in HALT) on ``config``.
+
+    Cycle 0 is the cycle START takes effect; ``cycles`` is the CYCLES counter
+    at done. ``lat`` is the latency of the ideal AXI slave (``>= 1``). The code
+    window is ``words`` (the NPU fetches nothing past them), or ``grant``'s
+    (``sw/regmap.DramGrant``); a LOAD/STORE that the grant refuses raises
+    ``ValueError`` (the NPU would stop with ``DMA_WINDOW`` or ``CODE_WRITE``).
+    With a code window longer than the program, the NPU prefetches words past
+    HALT and ends only when their reads are in: that tail is not modelled.
+    Every latency and depth comes from ``spec.timing.timing(config)``.
+    """
+    cfg = load_config(config)
+    t = timing(cfg)
+    if lat < 1:
+        raise ValueError(f"lat = {lat}: the ideal slave's latency must be at least 1")
+    info = _program_info(cfg, words)
+    # Words in the code window [PROG_ADDR, PROG_END): the most the NPU fetches.
+    n_code = len(words) if grant is None else (grant.prog_end - grant.prog_addr) // INSTR_BYTES
+    if grant is not None:
+        _check_grant(cfg, words[:len(info)], grant)
+    g = _graph(info, t.queue_depth, (1 << cfg.token_bits) - 1)
+    ev = _Events(cfg, t, g, n_code, lat)
+    ev.run()
+    return _result(g, ev, t)
