@@ -10,13 +10,14 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flashnpu.spec.numerics import RECIP_MULT_LIMIT, RECIP_SHIFT
+from flashnpu.spec.timing import DIVIDER_QUOTIENT_BITS
 
 __all__ = ["Divider"]
 
 _MULT_BITS = (RECIP_MULT_LIMIT - 1).bit_length()            # 16
 # Numerator (mult << 31) + (l >> 1) < 2**47 + 2**30: 48 bits; so is the quotient.
-_NUM_BITS = _MULT_BITS + RECIP_SHIFT + 1
-F_BITS = 48
+_NUM_BITS = DIVIDER_QUOTIENT_BITS
+F_BITS = DIVIDER_QUOTIENT_BITS
 
 
 class Divider(wiring.Component):
@@ -53,7 +54,7 @@ class Divider(wiring.Component):
         The quotient, below 2**47.
     """
 
-    def __init__(self, *, bits_per_cycle=2):
+    def __init__(self, *, bits_per_cycle):
         k = operator.index(bits_per_cycle)
         if not 1 <= k <= _NUM_BITS:
             self._MustUse__used = True      # a failed constructor is not an unused component

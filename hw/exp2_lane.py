@@ -8,6 +8,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from flashnpu.spec.numerics import EXP_ARG_MIN, EXP_FRAC, EXP_TABLE, EXP_TABLE_BITS
+from flashnpu.spec.timing import EXP_LATENCY
 
 __all__ = ["Exp2Lane"]
 
@@ -46,7 +47,7 @@ class Exp2Lane(wiring.Component):
         The result for the inputs of ``LATENCY`` cycles ago, in ``[0, 32768]``. A register.
     """
 
-    LATENCY = 6
+    LATENCY = EXP_LATENCY    #: the six stages below (spec/timing.py)
 
     def __init__(self):
         super().__init__({

@@ -10,6 +10,7 @@ from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import In, Out
 
 from flashnpu.spec.isa import INSTR_BYTES, INSTR_LAYOUT, OPCODE_QUEUE, ErrorCode, Opcode, Queue
+from flashnpu.spec.timing import timing
 from flashnpu.hw.decoder import InstrChecker
 from flashnpu.hw.signatures import ERROR_SHAPE, GRANT_LAYOUT, FetchSignature, UnitSignature
 from flashnpu.hw.window_checker import DramWindowChecker
@@ -27,15 +28,12 @@ class Sequencer(wiring.Component):
     ----------
     config : NPUConfig
         ``queue_depth`` (entries of each instruction queue), ``token_bits``
-        (width of each token counter) and the checker's limits.
-    inflight_depth : int
-        Instructions a unit may have taken and not yet completed; the
-        sequencer keeps the signal mask and pc of each, in order.
-    max_fetch : int
-        Fetch requests the sequencer keeps outstanding (the DMA engine accepts
-        as many as its own ``fetch_depth``).
-    deadlock_cycles : int
-        Consecutive cycles of the deadlock condition before ``DEADLOCK``.
+        (width of each token counter) and the checker's limits. Its
+        ``spec.timing.timing(config)`` gives ``inflight_depth`` (instructions a
+        unit may have taken and not yet completed; the sequencer keeps the
+        signal mask and pc of each, in order), ``fetch_depth`` (fetch requests
+        kept outstanding; the DMA engine's response buffer holds as many) and
+        ``deadlock_cycles`` (cycles of the deadlock condition before ``DEADLOCK``).
 
     Members
     -------
@@ -80,11 +78,12 @@ class Sequencer(wiring.Component):
         One pulse per instruction dispatched (HALT included).
     """
 
-    def __init__(self, config, *, inflight_depth=8, max_fetch=8, deadlock_cycles=16):
+    def __init__(self, config):
         self._cfg = config
-        self._inflight_depth = inflight_depth
-        self._max_fetch = max_fetch
-        self._deadlock_cycles = deadlock_cycles
+        t = timing(config)
+        self._inflight_depth = t.inflight_depth
+        self._max_fetch = t.fetch_depth
+        self._deadlock_cycles = t.deadlock_cycles
         super().__init__({
             "start": In(1),
             "grant": In(GRANT_LAYOUT),

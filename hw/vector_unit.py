@@ -3,8 +3,6 @@
 See ``docs/vector_unit.md`` for the pipeline, the hazards and the cycle model.
 """
 
-import operator
-
 from amaranth import *
 from amaranth.lib import data, memory, wiring
 from amaranth.lib.wiring import In, Out
@@ -14,19 +12,12 @@ from flashnpu.hw.exp2_lane import Exp2Lane
 from flashnpu.hw.signatures import SramReadSignature, SramWriteSignature, UnitSignature
 from flashnpu.spec.isa import VectorFunct
 from flashnpu.spec.numerics import NEG_INF, P_BITS, P_SCALE
-from flashnpu.sw.perfmodel import vector_cycles
+from flashnpu.spec.timing import timing
 
 __all__ = ["VectorUnit"]
 
 SRAM_ADDR_WIDTH = 16
 
-# Stage (cycles after an element's issue) of each write; an element is one
-# (row, block) pair, i.e. one accumulator row. The cycle model in
-# sw/perfmodel.py (VECTOR_OUT_WRITE, VECTOR_EXP_WRITE, VECTOR_STATE_WRITE) has the same numbers;
-# tests/test_vector_unit.py checks that they agree.
-OUT_STAGE = 4                                  # SCALE acc write, OUTPUT/REQUANT spad write
-EXP_WR_STAGE = 2 + Exp2Lane.LATENCY            # EXP acc write (p in place)
-STATE_STAGE = 3 + Exp2Lane.LATENCY             # ROWMAX/EXP state write
 _MUL_SPLIT = 24                                # the 48-bit factor as two 24-bit halves
 
 _TAG = data.StructLayout({
@@ -76,8 +67,6 @@ class VectorUnit(wiring.Component):
     ----------
     config : NPUConfig
         ``dim`` lanes (``vector_lanes``), ``vector_state_rows`` state entries.
-    div_bits_per_cycle : int
-        Quotient bits per cycle of the RECIP divider.
 
     Attributes
     ----------
@@ -96,8 +85,9 @@ class VectorUnit(wiring.Component):
         The per-row state (for testbenches that preload or inspect it).
     """
 
-    def __init__(self, config, *, div_bits_per_cycle=2):
+    def __init__(self, config):
         self._cfg = config
+        self._timing = timing(config)
         dim = config.dim
         super().__init__({
             "unit": In(UnitSignature()),
@@ -109,17 +99,6 @@ class VectorUnit(wiring.Component):
         self.state_m = memory.Memory(shape=unsigned(32), depth=rows, init=[])
         self.state_l = memory.Memory(shape=unsigned(32), depth=rows, init=[])
         self.state_f = memory.Memory(shape=unsigned(F_BITS), depth=rows, init=[])
-        self._div_bits = operator.index(div_bits_per_cycle)
-        self._div_cycles = -(-F_BITS // self._div_bits)
-
-    @property
-    def div_cycles(self):
-        """Cycles per RECIP row (the divider's)."""
-        return self._div_cycles
-
-    def cycles(self, funct, rows, blocks):
-        """Cycles from take to done: ``sw/perfmodel.vector_cycles`` with this unit's divider."""
-        return vector_cycles(funct, rows, blocks, recip_row_cycles=self._div_cycles)
 
     def elaborate(self, platform):
         m = Module()
@@ -127,6 +106,11 @@ class VectorUnit(wiring.Component):
         u = self.unit
         p = u.instr.payload.body.vector
         F = VectorFunct
+        # Stage (cycles after an element's issue) of each write; an element is one
+        # (row, block) pair, i.e. one accumulator row.
+        OUT_STAGE = self._timing.vector_out_write        # SCALE acc write, OUTPUT/REQUANT spad write
+        EXP_WR_STAGE = self._timing.vector_exp_write     # EXP acc write (p in place)
+        STATE_STAGE = self._timing.vector_state_write    # ROWMAX/EXP state write
 
         m.submodules.state_m = self.state_m
         m.submodules.state_l = self.state_l
@@ -134,7 +118,7 @@ class VectorUnit(wiring.Component):
         rd_m, wr_m = self.state_m.read_port(), self.state_m.write_port()
         rd_l, wr_l = self.state_l.read_port(), self.state_l.write_port()
         rd_f, wr_f = self.state_f.read_port(), self.state_f.write_port()
-        div = m.submodules.div = Divider(bits_per_cycle=self._div_bits)
+        div = m.submodules.div = Divider(bits_per_cycle=self._timing.divider_bits_per_cycle)
         lanes = [Exp2Lane() for _ in range(dim)]
         for l, lane in enumerate(lanes):
             m.submodules[f"exp{l}"] = lane
