@@ -9,7 +9,7 @@ from amaranth.lib.wiring import In, Out
 
 from flashnpu.hw.sequencer_dispatch import QUEUE_ENTRY_LAYOUT, UNIT_NAMES
 from flashnpu.hw.signatures import UnitSignature
-from flashnpu.spec.isa import INSTR_LAYOUT, Queue
+from flashnpu.spec.isa import Queue
 from flashnpu.spec.timing import timing
 
 __all__ = ["SequencerTokens", "HEAD_LAYOUT", "OLDEST_LAYOUT"]

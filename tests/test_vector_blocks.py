@@ -13,7 +13,7 @@ from flashnpu.hw.vector_lanes import VectorLanes
 from flashnpu.hw.vector_reciprocal import VectorReciprocal
 from flashnpu.hw.vector_row_state import StateReadSignature, VectorRowState
 from flashnpu.spec.config import load_config
-from flashnpu.spec.isa import VECTOR_LAYOUT, VectorFunct
+from flashnpu.spec.isa import VectorFunct
 from flashnpu.spec.numerics import (NEG_INF, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant,
                                     round_shift, wrap32)
 from flashnpu.spec.timing import timing
