@@ -54,6 +54,9 @@ class Divider(wiring.Component):
         The quotient, below 2**47.
     """
 
+    #: Quotient bits of one division.
+    QUOTIENT_BITS = _NUM_BITS
+
     def __init__(self, *, bits_per_cycle):
         k = operator.index(bits_per_cycle)
         if not 1 <= k <= _NUM_BITS:

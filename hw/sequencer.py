@@ -6,19 +6,17 @@ rules and the measured cycle costs; the execution model is the docstring of
 """
 
 from amaranth import *
-from amaranth.lib import data, fifo, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.spec.isa import INSTR_BYTES, INSTR_LAYOUT, OPCODE_QUEUE, ErrorCode, Opcode, Queue
-from flashnpu.spec.timing import timing
-from flashnpu.hw.decoder import InstrChecker
+from flashnpu.hw.sequencer_dispatch import UNIT_NAMES, SequencerDispatch
+from flashnpu.hw.sequencer_fetch import SequencerFetch
+from flashnpu.hw.sequencer_tokens import SequencerTokens
 from flashnpu.hw.signatures import ERROR_SHAPE, GRANT_LAYOUT, FetchSignature, UnitSignature
-from flashnpu.hw.window_checker import DramWindowChecker
+from flashnpu.spec.isa import ErrorCode, Queue
+from flashnpu.spec.timing import timing
 
 __all__ = ["Sequencer", "UNIT_NAMES"]
-
-#: Member name of each queue's unit port, by ``Queue``.
-UNIT_NAMES = {Queue.LOAD: "load", Queue.STORE: "store", Queue.MATRIX: "matrix", Queue.VECTOR: "vector"}
 
 
 class Sequencer(wiring.Component):
@@ -108,297 +106,110 @@ class Sequencer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        cfg = self._cfg
         queues = list(Queue)
+        fetch = m.submodules.fetch = SequencerFetch(self._cfg)
+        disp = m.submodules.dispatch = SequencerDispatch(self._cfg)
+        issue = m.submodules.tokens = SequencerTokens(self._cfg)
         units = [getattr(self, UNIT_NAMES[q]) for q in queues]
-        tok_max = (1 << cfg.token_bits) - 1
+        heads, oldest = issue.heads, issue.oldest
 
         go = Signal()          # a start that is taken
         m.d.comb += go.eq(self.start & ~self.busy)
         aborting = Signal()    # an abort was taken: nothing more is dispatched or issued
         halt_all = Signal()
         m.d.comb += halt_all.eq(aborting | self.abort)
-
-        # ---------------------------------------------------------------- fetch
-        # Requests run ahead of dispatch; their responses wait in the DMA's
-        # response buffer. Responses that belong to no current program (past a
-        # HALT or an error, or left from an earlier run) are taken and dropped,
-        # so the fetch path never holds stale words.
-        fetching = Signal()    # this run still wants instruction words
         grant = Signal(GRANT_LAYOUT)
-        base = grant.prog_addr
-        req_pc = Signal(32)
-        resp_pc = Signal(32)
-        outstanding = Signal(range(self._max_fetch + 1))
-        stale = Signal(range(self._max_fetch + 1))   # outstanding responses of an earlier run
-        fe = self.fetch
-        req_hs = Signal()
-        resp_hs = Signal()
-        # Words are requested only inside the code window and the AXI range.
-        req_addr = Signal(34)
-        req_in_window = Signal()
-        m.d.comb += [
-            req_addr.eq(base + req_pc * INSTR_BYTES),
-            req_in_window.eq((req_addr + INSTR_BYTES <= grant.prog_end)
-                             & (req_addr + INSTR_BYTES <= (1 << cfg.axi_addr_bits))),
-        ]
-        m.d.comb += [
-            fe.req.valid.eq(fetching & req_in_window & (outstanding < self._max_fetch) & ~halt_all),
-            fe.req.payload.addr.eq(req_addr),
-            req_hs.eq(fe.req.valid & fe.req.ready),
-            resp_hs.eq(fe.resp.valid & fe.resp.ready),
-        ]
-        outstanding_next = Signal.like(outstanding)
-        m.d.comb += outstanding_next.eq(outstanding + req_hs - resp_hs)
-        m.d.sync += outstanding.eq(outstanding_next)
-        with m.If(req_hs):
-            m.d.sync += req_pc.eq(req_pc + 1)
-
-        # ------------------------------------------------- check/dispatch stage
-        # F holds one fetched word; the checker looks at it and, if it is
-        # legal and its queue has room, it is written to the queue this cycle.
-        f_valid = Signal()
-        f_word = Signal(INSTR_LAYOUT)
-        f_pc = Signal(32)
-        f_ferr = Signal()
-        f_werr = Signal()      # the word is outside the code window (never fetched)
-        checker = m.submodules.checker = InstrChecker(cfg)
-        windows = m.submodules.windows = DramWindowChecker(cfg)
-        m.d.comb += [checker.word.eq(f_word), windows.word.eq(f_word), windows.grant.eq(grant)]
-        f_code = Signal(ERROR_SHAPE)
-        f_tok_code = Signal(ERROR_SHAPE)   # the program-order token check (below)
-        m.d.comb += f_code.eq(Mux(f_ferr, ErrorCode.FETCH_ERROR,
-                                  Mux(f_werr, ErrorCode.FETCH_WINDOW,
-                                      Mux(checker.error != 0, checker.error,
-                                          Mux(windows.error != 0, windows.error, f_tok_code)))))
-        f_halt = Signal()
-        m.d.comb += f_halt.eq(f_word.opcode == Opcode.HALT)
-        f_queue = Signal(range(4))
-        with m.Switch(f_word.opcode):
-            for op, q in OPCODE_QUEUE.items():
-                with m.Case(op):
-                    m.d.comb += f_queue.eq(q)
-
-        # Stopping: HALT or a checker/fetch error reached dispatch. Dispatch has
-        # stopped; older instructions run to completion; then done, TOKENS_LEFT
-        # or the pending error (so an error is reported in program order).
+        # Stopping: HALT or an error reached dispatch, or a unit error. Dispatch has stopped; older
+        # instructions run to completion; then done, TOKENS_LEFT or the error (in program order).
         stopping = Signal()
         stop_code = Signal(ERROR_SHAPE)
         stop_pc = Signal(32)
+        stop_fetch = Signal()  # this run wants no more words
 
-        qf = []
+        wiring.connect(m, wiring.flipped(self.fetch), fetch.fetch)
+        wiring.connect(m, fetch.word, disp.word)
         for q in queues:
-            f = ResetInserter(go)(fifo.SyncFIFO(width=INSTR_LAYOUT.size + 32, depth=cfg.queue_depth))
-            m.submodules[f"q_{UNIT_NAMES[q]}"] = f
-            m.d.comb += f.w_data.eq(Cat(f_word, f_pc))
-            qf.append(f)
-        q_wrdy = Signal(4)
-        m.d.comb += q_wrdy.eq(Cat(*(f.w_rdy for f in qf)))
-
-        active = Signal()      # may dispatch
-        m.d.comb += active.eq(self.busy & ~stopping & ~halt_all)
-        f_take = Signal()      # F is emptied this cycle
-        with m.If(f_valid & active):
-            with m.If(f_code != 0):
-                m.d.comb += f_take.eq(1)
-                m.d.sync += [stopping.eq(1), stop_code.eq(f_code), stop_pc.eq(f_pc), fetching.eq(0)]
-            with m.Elif(f_halt):
-                m.d.comb += [f_take.eq(1), self.dispatched.eq(1)]
-                m.d.sync += [stopping.eq(1), stop_code.eq(0), stop_pc.eq(f_pc), fetching.eq(0)]
-            with m.Elif(q_wrdy.bit_select(f_queue, 1)):
-                m.d.comb += [f_take.eq(1), self.dispatched.eq(1)]
-                with m.Switch(f_queue):
-                    for q in queues:
-                        with m.Case(q):
-                            m.d.comb += qf[q].w_en.eq(1)
-            with m.Else():
-                m.d.comb += self.dispatch_stall.eq(1)
-
-        discard = Signal()
+            wiring.connect(m, getattr(disp, UNIT_NAMES[q]), getattr(issue, f"{UNIT_NAMES[q]}_q"))
+            wiring.connect(m, wiring.flipped(units[q]), getattr(issue, UNIT_NAMES[q]))
         m.d.comb += [
-            discard.eq((stale != 0) | ~fetching),
-            fe.resp.ready.eq(discard | ~f_valid | f_take),
+            fetch.go.eq(go), fetch.grant.eq(grant), fetch.hold.eq(halt_all), fetch.stop.eq(stop_fetch),
+            disp.go.eq(go), disp.grant.eq(grant), disp.active.eq(self.busy & ~stopping & ~halt_all),
+            issue.go.eq(go), issue.busy.eq(self.busy), issue.halt.eq(halt_all),
+            issue.stopping.eq(stopping), issue.stop_pc.eq(stop_pc),
+            self.dispatched.eq(disp.dispatched), self.dispatch_stall.eq(disp.dispatch_stall),
+            self.stall.eq(issue.stall),
         ]
-        with m.If(resp_hs & discard):
-            with m.If(stale != 0):
-                m.d.sync += stale.eq(stale - 1)
-        with m.If(resp_hs & ~discard):
-            m.d.sync += [f_valid.eq(1), f_word.eq(fe.resp.payload.word), f_pc.eq(resp_pc),
-                         f_ferr.eq(fe.resp.payload.error), f_werr.eq(0), resp_pc.eq(resp_pc + 1)]
-        with m.Elif(fetching & ~req_in_window & (outstanding == 0) & (stale == 0)
-                    & (resp_pc == req_pc) & (~f_valid | f_take)):
-            # Every word inside the window is in; the next one is outside it.
-            m.d.sync += [f_valid.eq(1), f_word.eq(0), f_pc.eq(resp_pc), f_ferr.eq(0), f_werr.eq(1),
-                         resp_pc.eq(resp_pc + 1)]
-        with m.Elif(f_take | ~fetching):
-            m.d.sync += f_valid.eq(0)
+        with m.If(disp.stop.valid):
+            m.d.sync += [stopping.eq(1), stop_code.eq(disp.stop.payload.code), stop_pc.eq(disp.stop.payload.pc)]
 
-        # ------------------------------------------------------ token counters
-        # Program-order counters, updated at dispatch: a pop of an empty one is
-        # TOKEN_UNDERFLOW, a push of a full one TOKEN_OVERFLOW, both at that
-        # instruction (as the golden model). A program that passes can neither
-        # deadlock nor push a run-time counter past tok_max + queue_depth (the
-        # pops still queued), so the run-time counters are that wide and never wrap.
-        pairs = [(s, d) for s in queues for d in queues if s != d]
-        dtok = {(s, d): Signal(cfg.token_bits, name=f"dtok_{s.name.lower()}_{d.name.lower()}")
-                for s, d in pairs}
-        tok = {(s, d): Signal(range(tok_max + cfg.queue_depth + 1),
-                              name=f"tok_{s.name.lower()}_{d.name.lower()}")
-               for s, d in pairs}
-        f_under = Signal()
-        f_over = Signal()
-        m.d.comb += [
-            f_under.eq(Cat(*(f_word.wait[s] & (f_queue == d) & (dtok[s, d] == 0)
-                             for s, d in pairs)).any()),
-            f_over.eq(Cat(*(f_word.signal[d] & (f_queue == s) & (dtok[s, d] == tok_max)
-                            for s, d in pairs)).any()),
-            f_tok_code.eq(Mux(f_halt, 0, Mux(f_under, ErrorCode.TOKEN_UNDERFLOW,
-                                             Mux(f_over, ErrorCode.TOKEN_OVERFLOW, 0)))),
-        ]
-        f_dispatch = Signal()   # a legal non-HALT word enters its queue
-        m.d.comb += f_dispatch.eq(Cat(*(f.w_en for f in qf)).any())
-        for (s, d), c in dtok.items():
-            with m.If(f_dispatch & (f_queue == d) & f_word.wait[s]):
-                m.d.sync += c.eq(c - 1)
-            with m.If(f_dispatch & (f_queue == s) & f_word.signal[d]):
-                m.d.sync += c.eq(c + 1)
-
-        # ------------------------------------------------------ issue to units
-        # A head is issued when its tokens are there, its unit's in-flight FIFO
-        # has room, it is older than a pending stop, and (a STORE) no STORE is
-        # in flight and no older LOAD is incomplete: then an error of any LOAD
-        # or STORE leaves every younger STORE unissued (precise DRAM).
-        infl = []
-        head_pc = []
-        tokens_ok = []
-        take = []
-        eligible = []
-        for q in queues:
-            f = qf[q]
-            head = Signal(INSTR_LAYOUT, name=f"head_{q.name.lower()}")
-            hpc = Signal(32, name=f"head_pc_{q.name.lower()}")
-            m.d.comb += Cat(head, hpc).eq(f.r_data)
-            ok = Signal(name=f"tokens_ok_{q.name.lower()}")
-            m.d.comb += ok.eq(Cat(*(~head.wait[s] | (tok[s, q] != 0) for s in queues if s != q)).all())
-            i = ResetInserter(go)(fifo.SyncFIFO(width=4 + 32, depth=self._inflight_depth))
-            m.submodules[f"inflight_{UNIT_NAMES[q]}"] = i
-            el = Signal(name=f"eligible_{q.name.lower()}")
-            m.d.comb += el.eq(f.r_rdy & (~stopping | (hpc < stop_pc)) & ~halt_all)
-            infl.append(i)
-            head_pc.append(hpc)
-            tokens_ok.append(ok)
-            eligible.append(el)
-        # The oldest LOAD not yet complete (LOADs complete in order).
-        load_pending = Signal()
-        load_pc = Signal(32)
-        m.d.comb += [
-            load_pending.eq(infl[Queue.LOAD].r_rdy | qf[Queue.LOAD].r_rdy),
-            load_pc.eq(Mux(infl[Queue.LOAD].r_rdy, infl[Queue.LOAD].r_data[4:], head_pc[Queue.LOAD])),
-        ]
-        store_ordered = Signal()
-        m.d.comb += store_ordered.eq(~infl[Queue.STORE].r_rdy
-                                     & (~load_pending | (load_pc > head_pc[Queue.STORE])))
-        for q, unit in zip(queues, units):
-            f, i, ok, el, hpc = qf[q], infl[q], tokens_ok[q], eligible[q], head_pc[q]
-            order = store_ordered if q == Queue.STORE else C(1)
-            t = Signal(name=f"take_{q.name.lower()}")
-            m.d.comb += [
-                unit.instr.payload.eq(Cat(f.r_data[:INSTR_LAYOUT.size])),
-                unit.instr.valid.eq(self.busy & el & ok & order & i.w_rdy),
-                t.eq(unit.instr.valid & unit.instr.ready),
-                f.r_en.eq(t),
-                i.w_en.eq(t), i.w_data.eq(Cat(unit.instr.payload.signal, hpc)),
-                i.r_en.eq(unit.done),
-                self.stall[q].eq(self.busy & f.r_rdy & ~ok),
-            ]
-            take.append(t)
-
-        # Counter s -> d: popped when d's head is taken with wait bit s, pushed
-        # when s completes an instruction with signal bit d. At most one of each per cycle.
-        for (s, d), c in tok.items():
-            i = infl[s]
-            pop = Signal(name=f"pop_{s.name.lower()}_{d.name.lower()}")
-            push = Signal(name=f"push_{s.name.lower()}_{d.name.lower()}")
-            m.d.comb += [
-                pop.eq(take[d] & units[d].instr.payload.wait[s]),
-                push.eq(units[s].done & i.r_rdy & i.r_data[d]),
-            ]
-            m.d.sync += c.eq(c + push - pop)
-        tokens_left = Signal()
-        m.d.comb += tokens_left.eq(Cat(*(c != 0 for c in dtok.values())).any())
-
-        # ------------------------------------------------------------ idle
         # A unit is idle when nothing runs on it and nothing is in flight; a unit
         # with an error never completes its failing instruction, so only its busy counts.
-        unit_idle = [~u.busy & (~i.r_rdy | (u.error != 0)) for u, i in zip(units, infl)]
         units_idle = Signal()
-        m.d.comb += units_idle.eq(Cat(*unit_idle).all())
+        m.d.comb += units_idle.eq(Cat(*(~u.busy & (~oldest[q].valid | (u.error != 0))
+                                        for q, u in zip(queues, units))).all())
         any_eligible = Signal()
-        m.d.comb += any_eligible.eq(Cat(*eligible).any())
+        m.d.comb += any_eligible.eq(Cat(*(heads[q].eligible for q in queues)).any())
 
-        # ------------------------------------------------------------ deadlock
-        # A safety net (the dispatch checks leave no program that deadlocks):
+        # Deadlock, a safety net (the dispatch checks leave no program that deadlocks):
         # nothing runs, every eligible head waits for a token, dispatch cannot add anything.
-        heads_blocked = Cat(*(~el | ~ok for el, ok in zip(eligible, tokens_ok))).all()
+        heads_blocked = Cat(*(~heads[q].eligible | ~heads[q].tokens_ok for q in queues)).all()
         dl_cond = Signal()
         m.d.comb += dl_cond.eq(self.busy & units_idle & heads_blocked & any_eligible
                                & (stopping | self.dispatch_stall))
         dl_count = Signal(range(self._deadlock_cycles + 1))
         m.d.sync += dl_count.eq(Mux(dl_cond, dl_count + 1, 0))
-        dl_pc = Signal(32)
         have = C(0)
-        pc_acc = C(0, 32)
-        for el, hpc in zip(eligible, head_pc):
-            better = el & (~have | (hpc < pc_acc))
-            pc_acc = Mux(better, hpc, pc_acc)
-            have = have | el
-        m.d.comb += dl_pc.eq(pc_acc)
+        dl_pc = C(0, 32)       # the oldest eligible head
+        for q in queues:
+            better = heads[q].eligible & (~have | (heads[q].pc < dl_pc))
+            dl_pc = Mux(better, heads[q].pc, dl_pc)
+            have = have | heads[q].eligible
 
-        # -------------------------------------------------------------- errors
-        # A unit error stops dispatch and becomes the pending stop if it is
-        # older than the one pending; older instructions still run to completion.
+        # A unit error becomes the pending stop if it is older than the one pending;
+        # older instructions still run to completion.
         err = Signal(ERROR_SHAPE)
         err_pc = Signal(32)
         for k, q in enumerate(queues):
-            with (m.If if k == 0 else m.Elif)((units[q].error != 0) & infl[q].r_rdy
-                                              & (~stopping | (infl[q].r_data[4:] < stop_pc))):
-                m.d.comb += [err.eq(units[q].error), err_pc.eq(infl[q].r_data[4:])]
+            with (m.If if k == 0 else m.Elif)((units[q].error != 0) & oldest[q].valid
+                                              & (~stopping | (oldest[q].pc < stop_pc))):
+                m.d.comb += [err.eq(units[q].error), err_pc.eq(oldest[q].pc)]
         with m.Elif(dl_cond & (dl_count == self._deadlock_cycles - 1)):
             m.d.comb += [err.eq(ErrorCode.DEADLOCK), err_pc.eq(dl_pc)]
         with m.If(self.busy & (err != 0)):
-            m.d.sync += [stopping.eq(1), stop_code.eq(err), stop_pc.eq(err_pc), fetching.eq(0)]
+            m.d.sync += [stopping.eq(1), stop_code.eq(err), stop_pc.eq(err_pc)]
 
-        # --------------------------------------------------------------- stop
         # The run ends once everything older than the stop has completed (an
         # abort: at once) and the bus is quiet.
         abort_pc = Signal(32)
-        with m.If(self.busy & self.abort & ~aborting):
-            m.d.sync += [aborting.eq(1), abort_pc.eq(Mux(f_valid, f_pc, resp_pc)), fetching.eq(0)]
-        m.d.comb += self.bus_stop.eq(halt_all)
+        abort_take = Signal()
+        run_end = Signal()
+        m.d.comb += [
+            abort_take.eq(self.busy & self.abort & ~aborting),
+            run_end.eq(self.busy & ~aborting & stopping & units_idle & ~any_eligible & (err == 0)
+                       & ~self.bus_busy & ~halt_all),
+            stop_fetch.eq(disp.stop.valid | (self.busy & (err != 0)) | abort_take | run_end),
+            self.bus_stop.eq(halt_all),
+        ]
+        with m.If(abort_take):
+            m.d.sync += [aborting.eq(1),
+                         abort_pc.eq(Mux(fetch.word.valid, fetch.word.payload.pc, fetch.next_pc))]
         mv_idle = ~units[Queue.MATRIX].busy & ~units[Queue.VECTOR].busy
-        with m.If(self.busy):
-            with m.If(aborting):
-                with m.If(mv_idle & ~self.bus_busy):
-                    m.d.sync += [self.busy.eq(0), self.error_code.eq(ErrorCode.ABORTED),
-                                 self.error_pc.eq(abort_pc), aborting.eq(0)]
-            with m.Elif(stopping & units_idle & ~any_eligible & (err == 0) & ~self.bus_busy
-                        & ~halt_all):
-                m.d.sync += [self.busy.eq(0), fetching.eq(0)]
-                with m.If(stop_code != 0):
-                    m.d.sync += [self.error_code.eq(stop_code), self.error_pc.eq(stop_pc)]
-                with m.Elif(tokens_left):
-                    m.d.sync += [self.error_code.eq(ErrorCode.TOKENS_LEFT), self.error_pc.eq(stop_pc)]
-                with m.Else():
-                    m.d.sync += self.done.eq(1)
+        with m.If(self.busy & aborting & mv_idle & ~self.bus_busy):
+            m.d.sync += [self.busy.eq(0), self.error_code.eq(ErrorCode.ABORTED),
+                         self.error_pc.eq(abort_pc), aborting.eq(0)]
+        with m.If(run_end):
+            m.d.sync += self.busy.eq(0)
+            with m.If(stop_code != 0):
+                m.d.sync += [self.error_code.eq(stop_code), self.error_pc.eq(stop_pc)]
+            with m.Elif(disp.tokens_left):
+                m.d.sync += [self.error_code.eq(ErrorCode.TOKENS_LEFT), self.error_pc.eq(stop_pc)]
+            with m.Else():
+                m.d.sync += self.done.eq(1)
 
-        # --------------------------------------------------------------- start
         with m.If(go):
             m.d.sync += [
                 self.busy.eq(1), self.done.eq(0), self.error_code.eq(0), self.error_pc.eq(0),
-                fetching.eq(1), grant.eq(self.grant), req_pc.eq(0), resp_pc.eq(0),
-                stale.eq(outstanding_next), f_valid.eq(0),
-                stopping.eq(0), stop_code.eq(0), stop_pc.eq(0), dl_count.eq(0), aborting.eq(0),
-                *(c.eq(0) for c in tok.values()),
-                *(c.eq(0) for c in dtok.values()),
+                grant.eq(self.grant), stopping.eq(0), stop_code.eq(0), stop_pc.eq(0), dl_count.eq(0),
+                aborting.eq(0),
             ]
         return m
