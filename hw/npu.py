@@ -61,7 +61,7 @@ class NPU(wiring.Component):
         self.csr = ControlRegisters(cfg)
         self.stop = StopControl()
         self.seq = Sequencer(cfg)
-        self.dma = DmaEngine(cfg, fetch_depth=self.seq.max_fetch)
+        self.dma = DmaEngine(cfg)   # depths from timing(cfg), as the sequencer's
         self.matrix = MatrixUnit(cfg)
         self.vector = VectorUnit(cfg)
         self.spad = BankedSram(rows=cfg.spad_rows, banks=cfg.spad_banks, width=8 * dim,
