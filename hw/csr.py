@@ -4,9 +4,9 @@ from amaranth import *
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.spec.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, DMA_WINDOWS,
+from flashnpu.spec.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, CONFIG_FIELDS, DMA_WINDOWS,
                                 NPU_ID, REGISTERS, STATUS_BUSY, STATUS_CODE_SHIFT, STATUS_DONE,
-                                STATUS_ERROR, STATUS_QUIET, STATUS_RESETTING, window_registers)
+                                STATUS_ERROR, STATUS_QUIET, STATUS_RESETTING, config_fields, window_registers)
 from flashnpu.hw.axi import AXI4LiteSignature, RESP_OKAY
 from flashnpu.hw.signatures import ERROR_SHAPE, GRANT_LAYOUT
 
@@ -134,8 +134,11 @@ class ControlRegisters(wiring.Component):
                               | Mux(self.error_code != 0, STATUS_ERROR, 0)
                               | Mux(self.quiet, STATUS_QUIET, 0) | Mux(self.resetting, STATUS_RESETTING, 0)
                               | (self.error_code << STATUS_CODE_SHIFT))
-        config_word = (cfg.dim & 0xFF) | ((cfg.dma_beat_bytes.bit_length() - 1) << 8) \
-            | (cfg.queue_depth << 16)
+        config_word = 0
+        for name, value in config_fields(cfg).items():
+            lo, width = CONFIG_FIELDS[name]
+            assert 0 <= value < 1 << width, f"CONFIG field {name} = {value} does not fit {width} bits"
+            config_word |= value << lo
         fixed = {
             "ID": C(NPU_ID, 32),
             "CONFIG": C(config_word, 32),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 __all__ = ["Register", "REGISTERS", "COUNTERS", "REG", "NPU_ID", "CONTROL_START",
            "CONTROL_SOFT_RESET", "CONTROL_ABORT", "STATUS_BUSY", "STATUS_DONE", "STATUS_ERROR",
            "STATUS_QUIET", "STATUS_RESETTING", "STATUS_CODE_SHIFT", "STATUS_CODE_MASK",
-           "DMA_WINDOWS", "window_registers", "DramGrant"]
+           "DMA_WINDOWS", "window_registers", "DramGrant", "CONFIG_FIELDS", "config_fields"]
 
 NPU_ID = 0x464E5055  # "FNPU"
 
@@ -28,6 +28,21 @@ STATUS_QUIET = 1 << 3
 STATUS_RESETTING = 1 << 4
 STATUS_CODE_SHIFT = 8
 STATUS_CODE_MASK = 0xFF
+
+#: The CONFIG register's fields: name -> (low bit, width). The hardware packs the
+#: word from this and the docs string below names the same bits; 9 bits of queue
+#: depth because ``queue_depth`` may be 256.
+CONFIG_FIELDS = {
+    "dim": (0, 8),
+    "log2_dma_beat_bytes": (8, 4),
+    "queue_depth": (16, 9),
+}
+
+
+def config_fields(config) -> dict[str, int]:
+    """The values the CONFIG register reports for ``config`` (an NPUConfig)."""
+    return {"dim": config.dim, "log2_dma_beat_bytes": config.dma_beat_bytes.bit_length() - 1,
+            "queue_depth": config.queue_depth}
 
 
 @dataclass(frozen=True)

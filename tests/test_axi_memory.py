@@ -534,7 +534,8 @@ def test_sim_top_runs_a_program_from_the_backdoor_image():
     from flashnpu.sw.golden import GoldenNPU
     from flashnpu.spec.isa import INSTR_BYTES
     from flashnpu.spec.regmap import CONTROL_START, REG, STATUS_DONE, STATUS_QUIET, DramGrant
-    from test_npu import A_ADDR, C_ADDR, PROG, W_ADDR, LiteHost, gemm_program
+    from test_npu import A_ADDR, C_ADDR, PROG, W_ADDR, gemm_program
+    from support.axil import LiteHost
 
     m_, k_, n_ = 6, 8, 8
     rng = np.random.default_rng(1)

@@ -7,7 +7,7 @@ from amaranth.sim import Simulator
 from flashnpu.hw.csr import ControlRegisters, counter_layout
 from flashnpu.spec.config import load_config
 from flashnpu.spec.isa import ErrorCode
-from flashnpu.spec.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG,
+from flashnpu.spec.regmap import (CONFIG_FIELDS, COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, CONTROL_START, NPU_ID, REG,
                                 REGISTERS, STATUS_BUSY, STATUS_DONE, STATUS_ERROR, STATUS_CODE_SHIFT,
                                 STATUS_QUIET, STATUS_RESETTING, DramGrant)
 
@@ -106,10 +106,11 @@ def test_reset_values_of_every_register():
     async def body(ctx, dut, bus, pulses):
         expect = {
             "ID": NPU_ID,
-            "CONFIG": cfg.dim | ((cfg.dma_beat_bytes.bit_length() - 1) << 8) | (cfg.queue_depth << 16),
             "STATUS": STATUS_QUIET,
         }
         for reg in REGISTERS:
+            if reg.name == "CONFIG":
+                continue                   # test_config_register_reports_the_config
             value, resp = await bus.read(reg.offset, with_resp=True)
             assert resp == 0
             assert value == expect.get(reg.name, 0), reg.name
@@ -121,6 +122,27 @@ def test_reset_values_of_every_register():
         assert pulses["start"] == [] and pulses["soft_reset"] == []
 
     simulate(body)
+
+
+def _field(word, name):
+    lo, width = CONFIG_FIELDS[name]
+    return (word >> lo) & ((1 << width) - 1)
+
+
+def test_config_register_reports_the_config():
+    # queue_depth 256 needs the 9th bit (it once read 0 through an 8-bit mask).
+    for cfg in (TINY, TINY.replace(queue_depth=256), TINY.replace(queue_depth=255)):
+        async def body(ctx, dut, bus, pulses, cfg=cfg):
+            word, resp = await bus.read(REG["CONFIG"], with_resp=True)
+            assert resp == 0
+            assert _field(word, "dim") == cfg.dim
+            assert 1 << _field(word, "log2_dma_beat_bytes") == cfg.dma_beat_bytes
+            assert _field(word, "queue_depth") == cfg.queue_depth
+            # No bit is set outside the documented fields.
+            used = sum(((1 << w) - 1) << lo for lo, w in CONFIG_FIELDS.values())
+            assert word & ~used == 0
+
+        simulate(body, cfg)
 
 
 def test_prog_addr_byte_strobes():

@@ -12,7 +12,8 @@ from flashnpu.spec.regmap import DramGrant
 import pytest
 from amaranth.sim import Simulator
 
-from test_dma_engine import Slave   # the AXI4 slave memory model (latency, errors, burst checks)
+from support.axi_slave import Slave   # the AXI4 slave memory model (latency, errors, burst checks)
+from support.axil import LiteHost
 
 from flashnpu.hw.axi import RESP_SLVERR
 from flashnpu.hw.npu import NPU
@@ -32,51 +33,6 @@ L, S, MX = 1 << Queue.LOAD, 1 << Queue.STORE, 1 << Queue.MATRIX
 
 def _outputs(iface):
     return [getattr(iface, n) for n, mb in iface.signature.members.items() if mb.flow.name == "Out"]
-
-
-class LiteHost:
-    """AXI4-Lite master: runs a list of ("w", addr, data) / ("r", addr) one at a time; one ``step`` per cycle."""
-
-    def __init__(self):
-        self.ops = []
-        self.reads = []
-        self.cur = None
-        self.phase = None
-
-    def step(self, ctx, bus):
-        if self.cur is None and self.ops:
-            self.cur = self.ops.pop(0)
-            self.phase = "addr"
-        op = self.cur
-        ctx.set(bus.bready, 1)
-        ctx.set(bus.rready, 1)
-        ctx.set(bus.awvalid, bool(op) and op[0] == "w" and self.phase == "addr")
-        ctx.set(bus.wvalid, bool(op) and op[0] == "w" and self.phase == "addr")
-        ctx.set(bus.arvalid, bool(op) and op[0] == "r" and self.phase == "addr")
-        if op is None:
-            return
-        if op[0] == "w":
-            ctx.set(bus.awaddr, op[1])
-            ctx.set(bus.wdata, op[2])
-            ctx.set(bus.wstrb, 0xF)
-            if self.phase == "addr" and ctx.get(bus.awready):
-                assert ctx.get(bus.wready)
-                self.phase = "resp"
-            elif self.phase == "resp" and ctx.get(bus.bvalid):
-                assert ctx.get(bus.bresp) == 0
-                self.cur = None
-        else:
-            ctx.set(bus.araddr, op[1])
-            if self.phase == "addr" and ctx.get(bus.arready):
-                self.phase = "resp"
-            elif self.phase == "resp" and ctx.get(bus.rvalid):
-                assert ctx.get(bus.rresp) == 0
-                self.reads.append(ctx.get(bus.rdata))
-                self.cur = None
-
-    @property
-    def idle(self):
-        return self.cur is None and not self.ops
 
 
 class Bench:

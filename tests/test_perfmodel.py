@@ -22,7 +22,7 @@ from flashnpu.spec.regmap import DramGrant
 import pytest
 from amaranth.sim import Simulator
 
-from test_npu import LiteHost
+from support.axil import LiteHost
 
 from flashnpu.cosim.axi_memory import SimTop
 from flashnpu.sw.asm import assemble, encode_word
