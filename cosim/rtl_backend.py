@@ -167,9 +167,13 @@ class RunSpec:
     timeout_cycles: int | None = None
 
 
-def run_program(config, program, dram_image, *, grant: DramGrant | None = None, faults=(),
+def run_program(program, image, *, config=None, grant: DramGrant | None = None, faults=(),
                 **session_opts) -> RtlResult:
-    """Run ``program`` (``.words``, ``.prog_addr``) on the Verilated NPU with DRAM ``dram_image``.
+    """Run ``program`` (``.words``, ``.prog_addr``) on the Verilated NPU with DRAM ``image``.
+
+    The signature is :func:`flashnpu.driver.run_program`'s (``program, image,
+    *, config``; ``config`` defaults to ``program.config``), which calls this
+    one for ``backend="rtl"`` and wraps the result in a ``RunResult``.
 
     One run of :func:`run_session` (see there for the options). The DRAM is
     ``mem_size`` bytes (default: the image); an access at or beyond it answers
@@ -177,8 +181,12 @@ def run_program(config, program, dram_image, *, grant: DramGrant | None = None, 
     range ``(lo, hi, resp)`` ``resp``. An NPU error (bad instruction, AXI
     error) is not an exception: it is ``error_code``.
     """
+    if config is None:
+        config = getattr(program, "config", None)
+        if config is None:
+            raise ValueError("argument 'config': give the config (the program has none of its own)")
     timeout = session_opts.pop("timeout_cycles", None)
-    return run_session(config, [RunSpec(program, dram_image, grant=grant, faults=tuple(faults),
+    return run_session(config, [RunSpec(program, image, grant=grant, faults=tuple(faults),
                                         timeout_cycles=timeout)], **session_opts)[0]
 
 
@@ -365,7 +373,7 @@ def cli_run(args) -> int:
         bar.update(cycles - bar.n)
 
     try:
-        rtl = run_program(cfg, prog, image, backpressure=args.backpressure, waves=args.waves,
+        rtl = run_program(prog, image, config=cfg, backpressure=args.backpressure, waves=args.waves,
                           seed=args.seed, progress=progress, sim_progress=sim_progress, memory=args.memory)
     except RtlError as e:
         print(f"RTL run failed: {e}", file=sys.stderr)
