@@ -116,3 +116,13 @@ def test_top_level_exports():
     assert flashnpu.attention is api.attention and flashnpu.gemm is api.gemm and flashnpu.Result is api.Result
     with pytest.raises(AttributeError):
         flashnpu.no_such_name
+
+
+@pytest.mark.rtl
+def test_attention_on_the_rtl_is_bit_exact_with_golden_and_has_the_models_cycles():
+    q, k, v = _qkv(np.random.default_rng(6), H=2, KVH=1, Sq=5, Sk=7, D=8)
+    rtl = flashnpu.attention(q, k, v, causal=True, backend="rtl", config="tiny", memory="fast", return_raw=True)
+    gold = flashnpu.attention(q, k, v, causal=True, config="tiny", return_raw=True)
+    perf = flashnpu.attention(q, k, v, causal=True, backend="perf", config="tiny", return_raw=True)
+    assert rtl.run.backend == "rtl" and np.array_equal(rtl.raw, gold.raw) and np.array_equal(rtl.output, gold.output)
+    assert rtl.cycles == perf.cycles > 0
