@@ -53,10 +53,32 @@ from flashnpu.cosim.verilog import to_verilog, waiver_flags
 __all__ = ["BuildError", "BuildResult", "CocotbResult", "build", "build_verilog", "build_key",
            "source_key", "build_from_sources",
            "verilator_args", "run_cocotb", "DEFAULT_ROOT", "RunFolder", "keep_runs",
-           "cache_integrity_check", "KEEP_RUNS_ENV"]
+           "cache_integrity_check", "KEEP_RUNS_ENV", "SIM_CACHE_ENV", "default_root"]
 
-#: Where models are built: ``build/sim`` in the repository, whatever the working directory.
-DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "build" / "sim"
+#: ``FLASHNPU_SIM_CACHE=/some/folder`` puts the model cache there (see :func:`default_root`).
+SIM_CACHE_ENV = "FLASHNPU_SIM_CACHE"
+
+
+def default_root() -> Path:
+    """Where models are built and cached.
+
+    ``$FLASHNPU_SIM_CACHE`` if set; else, in a source checkout (editable
+    install), ``build/sim`` of the repository, whatever the working directory;
+    else (an installed wheel, whose package folder need not be writable) the
+    user's cache, ``$XDG_CACHE_HOME/flashnpu/sim`` (default ``~/.cache/flashnpu/sim``).
+    """
+    env = os.environ.get(SIM_CACHE_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").is_file() and (repo / "cosim").is_dir():
+        return repo / "build" / "sim"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache).expanduser().resolve() / "flashnpu" / "sim"
+
+
+#: The model cache of this process (:func:`default_root`, read once at import).
+DEFAULT_ROOT = default_root()
 #: Simulation time unit and precision (cocotb's clocks are given in ns).
 TIMESCALE = "1ns/1ps"
 #: C++ optimisation of the model's hot code. ``-O2`` through ``-CFLAGS`` (every
@@ -775,10 +797,14 @@ def build(component, top_name: str, test_module: str | None = None, *, waves: bo
 
 
 def source_key(*parts) -> str:
-    """Hash of every Python file of ``hw/``, ``sw/`` and ``cosim/`` plus ``parts``: names a design before it is converted."""
+    """Hash of every Python file of ``spec/``, ``hw/``, ``sw/`` and ``cosim/`` plus ``parts``: names a design
+    before it is converted.
+
+    The folders are found beside this one (``flashnpu/<layer>`` in an installed
+    wheel, the repository's folders in a checkout)."""
     pkg = Path(__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for folder in ("hw", "sw", "cosim"):
+    for folder in ("spec", "hw", "sw", "cosim"):
         for f in sorted((pkg / folder).glob("*.py")):
             h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
     for part in parts:

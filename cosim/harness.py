@@ -1,7 +1,7 @@
 """The cocotb side of an NPU run: DRAM model, host driver, watchdog.
 
 The top is ``NPU(config)`` as Verilog module ``npu`` (ports ``clk``, ``rst``,
-``m_axi__*``, ``s_axil__*``, ``irq``). :func:`run_program` is the cocotb test
+``m_axi__*``, ``s_axil__*``, ``irq``). :func:`npu_session` is the cocotb test
 that :mod:`flashnpu.cosim.rtl_backend` runs. Data passes through files in
 ``$FLASHNPU_RUN_DIR``:
 
@@ -44,7 +44,7 @@ from flashnpu.spec.regmap import (COUNTERS, CONTROL_ABORT, CONTROL_SOFT_RESET, C
                                 STATUS_BUSY, STATUS_CODE_MASK, STATUS_CODE_SHIFT, STATUS_DONE,
                                 STATUS_ERROR, STATUS_QUIET, STATUS_RESETTING)
 
-__all__ = ["CLOCK_NS", "DramModel", "FastDram", "NpuHost", "pause_generator", "run_program"]
+__all__ = ["CLOCK_NS", "DramModel", "FastDram", "NpuHost", "pause_generator", "npu_session"]
 
 #: Clock period of the testbench.
 CLOCK_NS = 10
@@ -274,7 +274,7 @@ async def _stop(host, clk, kind: str) -> tuple[dict, bool]:
 
 
 @cocotb.test()
-async def run_program(dut):
+async def npu_session(dut):
     """Run each program of the session in turn, in one simulation; read everything back.
 
     Before every run but the first, the harness writes SOFT_RESET and waits

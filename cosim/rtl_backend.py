@@ -1,7 +1,7 @@
 """Run a program on the Verilated NPU: build (cached), simulate under cocotb, read everything back.
 
-:func:`run_program` is the ``"rtl"`` backend of :mod:`flashnpu.driver`;
-:func:`cli_run` is ``flashnpu run``. The cocotb side is
+:func:`run_program` is the ``"rtl"`` backend of :mod:`flashnpu.driver`
+(``flashnpu run`` is in :mod:`flashnpu.cli`). The cocotb side is
 :mod:`flashnpu.cosim.harness`; data crosses in files of the run folder
 (``input.npz``/``input.json`` in, ``output.npz``/``result.json`` out).
 """
@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from flashnpu.cosim.verilog import to_verilog
 
 __all__ = ["RtlResult", "RtlError", "RtlTimeout", "RunSpec", "build_npu", "default_timeout",
            "run_program", "run_session",
-           "compare_outputs", "cli_run", "HARNESS"]
+           "compare_outputs", "HARNESS"]
 
 HARNESS = "flashnpu.cosim.harness"
 
@@ -167,9 +166,13 @@ class RunSpec:
     timeout_cycles: int | None = None
 
 
-def run_program(config, program, dram_image, *, grant: DramGrant | None = None, faults=(),
+def run_program(program, image, *, config=None, grant: DramGrant | None = None, faults=(),
                 **session_opts) -> RtlResult:
-    """Run ``program`` (``.words``, ``.prog_addr``) on the Verilated NPU with DRAM ``dram_image``.
+    """Run ``program`` (``.words``, ``.prog_addr``) on the Verilated NPU with DRAM ``image``.
+
+    The signature is :func:`flashnpu.driver.run_program`'s (``program, image,
+    *, config``; ``config`` defaults to ``program.config``), which calls this
+    one for ``backend="rtl"`` and wraps the result in a ``RunResult``.
 
     One run of :func:`run_session` (see there for the options). The DRAM is
     ``mem_size`` bytes (default: the image); an access at or beyond it answers
@@ -177,8 +180,12 @@ def run_program(config, program, dram_image, *, grant: DramGrant | None = None, 
     range ``(lo, hi, resp)`` ``resp``. An NPU error (bad instruction, AXI
     error) is not an exception: it is ``error_code``.
     """
+    if config is None:
+        config = getattr(program, "config", None)
+        if config is None:
+            raise ValueError("argument 'config': give the config (the program has none of its own)")
     timeout = session_opts.pop("timeout_cycles", None)
-    return run_session(config, [RunSpec(program, dram_image, grant=grant, faults=tuple(faults),
+    return run_session(config, [RunSpec(program, image, grant=grant, faults=tuple(faults),
                                         timeout_cycles=timeout)], **session_opts)[0]
 
 
@@ -305,20 +312,7 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
     return results
 
 
-# ============================================================ command line
-def _float_error(wl, tensors, outputs):
-    """(max abs error, in units of the output scale) of the RTL outputs against float64."""
-    from flashnpu.sw import reference
-    from flashnpu.sw.workload import AttentionWorkload
-    if isinstance(wl, AttentionWorkload):
-        ref = reference.reference_attention(wl, tensors) / wl.out_scale
-        got = outputs["O"].astype(np.float64)
-        return float(np.max(np.abs(got - ref))), "output LSBs vs float64 attention"
-    ref = reference.reference_gemm(tensors["A"], tensors["B"])
-    got = outputs["C"]
-    return float(np.max(np.abs(got.astype(np.int64) - ref.astype(np.int64)))), "vs exact integer GEMM"
-
-
+# ============================================================ comparison
 def compare_outputs(program, rtl_dram, golden_dram) -> list[str]:
     """Bit-exact comparison of every output tensor; one line per tensor that differs (empty: match)."""
     outs, gouts = program.unpack(rtl_dram), program.unpack(golden_dram)
@@ -330,86 +324,3 @@ def compare_outputs(program, rtl_dram, golden_dram) -> list[str]:
             problems.append(f"{name}: {len(bad)} of {outs[name].size} elements differ; first at {i}: "
                             f"RTL {outs[name][i]}, golden {gouts[name][i]}")
     return problems
-
-
-def cli_run(args) -> int:
-    """``flashnpu run``: compile, build, simulate, compare with the golden model, report."""
-    from flashnpu.sw.compiler import compile_workload, workload_from_args
-    from flashnpu.sw.golden import GoldenNPU, NpuError
-    from flashnpu.sw.reference import make_tensors
-
-    cfg = load_config(args.config)
-    wl = workload_from_args(args)
-    prog = compile_workload(wl, cfg)
-    tensors = make_tensors(wl, args.seed)
-    image = prog.pack(tensors)
-    print(f"compiled: {prog.instructions} instructions, DRAM image {prog.dram_bytes} B, "
-          f"tiling {prog.tiling}")
-
-    def progress(msg):
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-    try:
-        gold = GoldenNPU(cfg).run(image, grant=program_grant(prog)).dram
-        gold_err = None
-    except NpuError as e:
-        gold, gold_err = None, e
-    from tqdm import tqdm
-    from flashnpu.sw.perfmodel import predict
-    # The bar's total is the performance model's estimate; the run may take a little more or less.
-    perf = predict(cfg, prog.words)
-    bar = tqdm(total=perf.cycles, unit="cycle", unit_scale=True,
-               desc="simulating", leave=False, disable=None)
-
-    def sim_progress(cycles):
-        bar.update(cycles - bar.n)
-
-    try:
-        rtl = run_program(cfg, prog, image, backpressure=args.backpressure, waves=args.waves,
-                          seed=args.seed, progress=progress, sim_progress=sim_progress, memory=args.memory)
-    except RtlError as e:
-        print(f"RTL run failed: {e}", file=sys.stderr)
-        return 1
-    finally:
-        bar.close()
-    print(f"build {rtl.build_s:.1f} s ({'cached' if rtl.build.cached else 'cold'}), "
-          f"simulation {rtl.sim_wall_s:.1f} s ({rtl.cycles_per_s:,.0f} cycles/s)")
-    if args.waves:
-        print(f"waves: {rtl.run_dir / 'dump.fst'}")
-    ok = True
-    if rtl.error_code != ErrorCode.NONE or gold_err is not None:
-        print(f"RTL stopped with {rtl.error_code.name} at pc {rtl.error_pc}; golden: "
-              f"{gold_err if gold_err is not None else 'done'}")
-        ok = gold_err is not None and gold_err.code == rtl.error_code and gold_err.pc == rtl.error_pc
-    else:
-        problems = compare_outputs(prog, rtl.dram, gold)
-        ok = not problems
-        for line in problems:
-            print(f"MISMATCH {line}")
-        outs = prog.unpack(rtl.dram)
-        if ok:
-            print("match: " + ", ".join(f"{n} {a.shape}" for n, a in outs.items())
-                  + " bit-exact with the golden model")
-        err, what = _float_error(wl, tensors, outs)
-        print(f"max error {err:g} ({what})")
-    util = prog.macs_useful / (cfg.dim * cfg.dim * rtl.cycles) if rtl.cycles else 0.0
-    print(f"RTL cycles {rtl.cycles:,}; PE utilization {util:.1%} "
-          f"({prog.macs_useful:,} useful MACs on {cfg.dim}x{cfg.dim})")
-    for k, v in rtl.counters.items():
-        frac = f" ({v / rtl.cycles:.1%})" if rtl.cycles and not k.startswith("BYTES") \
-            and k not in ("CYCLES", "INSTRUCTIONS") else ""
-        print(f"  {k:<15} {v:>14,}{frac}")
-    # The RESULT line first: a trace that cannot be written must not lose it.
-    print("RESULT: " + ("match" if ok else "MISMATCH"), flush=True)
-    if args.trace:
-        from flashnpu.sw.trace import write_trace
-        try:
-            p = write_trace(args.trace, perf, prog.words, title=f"flashnpu {wl} (performance model)",
-                            regions=prog.onchip.get("regions"), rtl_counters=rtl.counters)
-        except OSError as e:
-            print(f"flashnpu run: error: argument --trace: cannot write {args.trace}: {e.strerror}",
-                  file=sys.stderr)
-            return 2
-        print(f"trace (performance model timeline; RTL cycles {rtl.cycles:,}, model "
-              f"{perf.cycles:,}): {p}")
-    return 0 if ok else 1

@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +23,7 @@ from amaranth.lib import wiring
 from flashnpu.spec.config import NPUConfig, load_config
 from flashnpu.cosim.toolchain import build_env, find_toolchain
 
-__all__ = ["LINT_WAIVERS", "GenerateResult", "LintResult", "to_verilog", "generate", "lint",
-           "cli_generate", "cli_lint"]
+__all__ = ["LINT_WAIVERS", "GenerateResult", "LintResult", "to_verilog", "generate", "lint"]
 
 #: Verilator warnings waived for Amaranth's output, by name, and why.
 LINT_WAIVERS = {
@@ -168,33 +166,3 @@ def lint(verilog_path, top: str) -> LintResult:
     for w in re.findall(r"%Warning-([A-Z0-9_]+)", q.stdout + q.stderr):
         style[w] = style.get(w, 0) + 1
     return LintResult(ok, out, style)
-
-
-def _out_dir(args, config) -> Path:
-    return Path(args.output) if getattr(args, "output", None) else Path("build") / config.name
-
-
-def cli_generate(args) -> int:
-    config = load_config(args.config)
-    res = generate(config, _out_dir(args, config))
-    r = res.report
-    print(f"wrote {res.verilog} ({r['verilog_lines']} lines, {r['modules']} modules)")
-    print(f"  {r['pes']} PEs ({r['array']}), peak {r['peak_macs_per_cycle']} MACs/cycle, "
-          f"SRAM {r['sram_bytes']} B (spad {r['spad_bytes']} + acc {r['acc_bytes']}), "
-          f"DMA {r['dma_bytes_per_cycle']} B/cycle")
-    print(f"  report: {res.verilog.parent / 'report.md'}")
-    return 0
-
-
-def cli_lint(args) -> int:
-    config = load_config(args.config)
-    res = generate(config, Path("build") / config.name)
-    lr = lint(res.verilog, res.top)
-    waived = ", ".join(LINT_WAIVERS)
-    if lr.ok:
-        style = ", ".join(f"{k} {v}" for k, v in sorted(lr.style.items())) or "none"
-        print(f"lint {res.verilog}: clean (waived by name: {waived}; -Wall style notes: {style})")
-        return 0
-    print(lr.output, file=sys.stderr)
-    print(f"lint {res.verilog}: FAILED (waived by name only: {waived})", file=sys.stderr)
-    return 1

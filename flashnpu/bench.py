@@ -39,7 +39,7 @@ from flashnpu.spec.config import load_config
 
 __all__ = ["BenchCase", "SUITE", "BENCH_LAT", "suite_mem_bytes", "min_dma_bytes",
            "array_idle_causes", "bottleneck", "measure_rtl", "add_model", "run_case",
-           "markdown_table", "pipelined_tiles", "TOOL_SPEED", "measure_tool_speed", "cli_bench"]
+           "markdown_table", "pipelined_tiles", "TOOL_SPEED", "measure_tool_speed", "run_bench"]
 
 #: AXI latency of the HDL DRAM in the benchmark (the ideal slave of docs/dma.md; AxiRam behaves as 1).
 BENCH_LAT = 1
@@ -492,11 +492,17 @@ def _write(out: Path, result: dict) -> str:
     return text
 
 
-def cli_bench(args) -> int:
-    cfg = load_config(getattr(args, "config", None) or "default")
-    out = Path(args.output)
+def run_bench(config="default", output="build/bench", *, full: bool = False, only: str | None = None,
+              reuse: bool = False, plot: bool = False) -> int:
+    """The benchmark suite (``flashnpu bench``): table on stdout, ``bench.json``/``bench.md`` into
+    ``output``; 0 only if every row is bit-exact. ``reuse`` takes the RTL columns from
+    ``<output>/bench.json`` and predicts the model columns again."""
+    from types import SimpleNamespace
+    args = SimpleNamespace(full=full, only=only, plot=plot)
+    cfg = load_config(config or "default")
+    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    if getattr(args, "reuse", False):
+    if reuse:
         return _cli_reuse(args, cfg, out)
     cases = [c for c in SUITE if (args.full or not c.full_only)
              and (not args.only or args.only in c.name)]

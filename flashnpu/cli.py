@@ -1,7 +1,11 @@
 """The ``flashnpu`` command line.
 
-Each subcommand's work lives with the part that owns it; this module only
-declares the arguments and dispatches.
+All the command-line code is here: the arguments, and one ``cli_<command>``
+per subcommand that turns them into calls of the plain functions of the part
+that owns the work (compiler, ``cosim.verilog``, ``cosim.rtl_backend``,
+``bench``, ``fuzz``) and prints the outcome. Those parts know nothing of
+argparse. Heavy parts (Amaranth, Verilator) are imported only by the
+subcommands that need them.
 """
 
 from __future__ import annotations
@@ -11,18 +15,23 @@ import importlib
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from flashnpu.spec.config import ConfigError, load_config
+import numpy as np
 
-# subcommand -> "module:function" taking the parsed arguments, returning an exit code
+from flashnpu.spec.config import ConfigError, load_config
+from flashnpu.spec.isa import OPCODE_QUEUE, ErrorCode, Queue
+from flashnpu.sw.workload import AttentionWorkload, GemmWorkload
+
+# subcommand -> "module:function" (the cli_<command> below) taking the parsed arguments, returning an exit code
 HANDLERS = {
-    "compile": "flashnpu.sw.compiler:cli_compile",
-    "generate": "flashnpu.cosim.verilog:cli_generate",
-    "lint": "flashnpu.cosim.verilog:cli_lint",
-    "run": "flashnpu.cosim.rtl_backend:cli_run",
-    "bench": "flashnpu.bench:cli_bench",
-    "fuzz": "flashnpu.fuzz:cli_fuzz",
+    "compile": "flashnpu.cli:cli_compile",
+    "generate": "flashnpu.cli:cli_generate",
+    "lint": "flashnpu.cli:cli_lint",
+    "run": "flashnpu.cli:cli_run",
+    "bench": "flashnpu.cli:cli_bench",
+    "fuzz": "flashnpu.cli:cli_fuzz",
 }
 
 
@@ -163,12 +172,228 @@ def _check_paths(args, config) -> None:
         _check_file("--trace", args.trace)
 
 
+# ------------------------------------------------------------ the subcommands
+def workload_from_args(args):
+    """The workload named by ``flashnpu compile/run`` arguments (``cli._add_workload_args``)."""
+    if args.kind == "gemm":
+        return GemmWorkload(M=args.M, N=args.N, K=args.K)
+    return AttentionWorkload(batch=args.batch, heads=args.heads,
+                             kv_heads=args.kv_heads if args.kv_heads is not None else args.heads,
+                             seq_q=args.seq_q if args.seq_q is not None else args.seq,
+                             seq_k=args.seq_k if args.seq_k is not None else args.seq,
+                             head_dim=args.head_dim, causal=bool(args.causal))
+
+
+def _queue_counts(words):
+    from flashnpu.sw.asm import decode_word
+    n = {q.name.lower(): 0 for q in Queue}
+    for w in words:
+        op = decode_word(w)["opcode"]
+        if op in OPCODE_QUEUE:
+            n[OPCODE_QUEUE[op].name.lower()] += 1
+    return n
+
+
+def cli_compile(args, out=None) -> int:
+    """``flashnpu compile``: compile, print a summary, optionally write the listing."""
+    from flashnpu.sw.compiler import compile_workload
+    out = out or sys.stdout
+    cfg = load_config(args.config)
+    wl = workload_from_args(args)
+    prog = compile_workload(wl, cfg)
+    oc = prog.onchip
+    qc = _queue_counts(prog.words)
+    if isinstance(wl, AttentionWorkload):
+        what = (f"attention batch={wl.batch} heads={wl.heads} kv_heads={wl.kv_heads} seq_q={wl.seq_q} "
+                f"seq_k={wl.seq_k} head_dim={wl.head_dim} causal={wl.causal}")
+        tiles = f"Br={prog.tiling['Br']} Bc={prog.tiling['Bc']} (head_dim padded to {prog.tiling['head_dim_padded']})"
+    else:
+        what = f"gemm M={wl.M} N={wl.N} K={wl.K}"
+        tiles = f"Mt={prog.tiling['Mt']} Nt={prog.tiling['Nt']} Kt={prog.tiling['Kt']}"
+    lines = [
+        f"{what} on config '{cfg.name}' ({cfg.dim}x{cfg.dim})",
+        f"tiles:        {tiles}",
+        f"instructions: {prog.instructions} (load {qc['load']}, store {qc['store']}, "
+        f"matrix {qc['matrix']}, vector {qc['vector']}, halt 1)",
+        f"DRAM bytes:   {prog.dram_bytes} (program at {prog.prog_addr:#x})",
+        f"on-chip:      spad {oc['spad_bytes']} B ({oc['spad_rows']}/{cfg.spad_rows} rows), "
+        f"acc {oc['acc_bytes']} B ({oc['acc_rows']}/{cfg.acc_rows} rows), "
+        f"state {oc['state_rows']}/{cfg.vector_state_rows} rows",
+        f"MACs:         useful {prog.macs_useful}, issued {prog.macs_issued} "
+        f"({prog.macs_useful / prog.macs_issued:.1%} useful)",
+    ]
+    if getattr(args, "listing", None):
+        with open(args.listing, "w") as f:
+            f.write(prog.listing())
+        lines.append(f"listing:      {args.listing}")
+    print("\n".join(lines), file=out)
+    return 0
+
+
+def _out_dir(args, config) -> Path:
+    return Path(args.output) if getattr(args, "output", None) else Path("build") / config.name
+
+
+def cli_generate(args) -> int:
+    """``flashnpu generate``: the Verilog and its report."""
+    from flashnpu.cosim.verilog import generate
+    config = load_config(args.config)
+    res = generate(config, _out_dir(args, config))
+    r = res.report
+    print(f"wrote {res.verilog} ({r['verilog_lines']} lines, {r['modules']} modules)")
+    print(f"  {r['pes']} PEs ({r['array']}), peak {r['peak_macs_per_cycle']} MACs/cycle, "
+          f"SRAM {r['sram_bytes']} B (spad {r['spad_bytes']} + acc {r['acc_bytes']}), "
+          f"DMA {r['dma_bytes_per_cycle']} B/cycle")
+    print(f"  report: {res.verilog.parent / 'report.md'}")
+    return 0
+
+
+def cli_lint(args) -> int:
+    """``flashnpu lint``: ``verilator --lint-only`` of the generated Verilog."""
+    from flashnpu.cosim.verilog import LINT_WAIVERS, generate, lint
+    config = load_config(args.config)
+    res = generate(config, Path("build") / config.name)
+    lr = lint(res.verilog, res.top)
+    waived = ", ".join(LINT_WAIVERS)
+    if lr.ok:
+        style = ", ".join(f"{k} {v}" for k, v in sorted(lr.style.items())) or "none"
+        print(f"lint {res.verilog}: clean (waived by name: {waived}; -Wall style notes: {style})")
+        return 0
+    print(lr.output, file=sys.stderr)
+    print(f"lint {res.verilog}: FAILED (waived by name only: {waived})", file=sys.stderr)
+    return 1
+
+
+def _float_error(wl, tensors, outputs):
+    """(max abs error, in units of the output scale) of the RTL outputs against float64."""
+    from flashnpu.sw import reference
+    from flashnpu.sw.workload import AttentionWorkload
+    if isinstance(wl, AttentionWorkload):
+        ref = reference.reference_attention(wl, tensors) / wl.out_scale
+        got = outputs["O"].astype(np.float64)
+        return float(np.max(np.abs(got - ref))), "output LSBs vs float64 attention"
+    ref = reference.reference_gemm(tensors["A"], tensors["B"])
+    got = outputs["C"]
+    return float(np.max(np.abs(got.astype(np.int64) - ref.astype(np.int64)))), "vs exact integer GEMM"
+
+
+def cli_run(args) -> int:
+    """``flashnpu run``: compile, build, simulate, compare with the golden model, report."""
+    from flashnpu.cosim.rtl_backend import RtlError, compare_outputs, run_program
+    from flashnpu.sw.compiler import compile_workload
+    from flashnpu.sw.golden import GoldenNPU, NpuError
+    from flashnpu.sw.program import program_grant
+    from flashnpu.sw.reference import make_tensors
+
+    cfg = load_config(args.config)
+    wl = workload_from_args(args)
+    prog = compile_workload(wl, cfg)
+    tensors = make_tensors(wl, args.seed)
+    image = prog.pack(tensors)
+    print(f"compiled: {prog.instructions} instructions, DRAM image {prog.dram_bytes} B, "
+          f"tiling {prog.tiling}")
+
+    def progress(msg):
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    try:
+        gold = GoldenNPU(cfg).run(image, grant=program_grant(prog)).dram
+        gold_err = None
+    except NpuError as e:
+        gold, gold_err = None, e
+    from tqdm import tqdm
+    from flashnpu.sw.perfmodel import predict
+    # The bar's total is the performance model's estimate; the run may take a little more or less.
+    perf = predict(cfg, prog.words)
+    bar = tqdm(total=perf.cycles, unit="cycle", unit_scale=True,
+               desc="simulating", leave=False, disable=None)
+
+    def sim_progress(cycles):
+        bar.update(cycles - bar.n)
+
+    try:
+        rtl = run_program(prog, image, config=cfg, backpressure=args.backpressure, waves=args.waves,
+                          seed=args.seed, progress=progress, sim_progress=sim_progress, memory=args.memory)
+    except RtlError as e:
+        print(f"RTL run failed: {e}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+    print(f"build {rtl.build_s:.1f} s ({'cached' if rtl.build.cached else 'cold'}), "
+          f"simulation {rtl.sim_wall_s:.1f} s ({rtl.cycles_per_s:,.0f} cycles/s)")
+    if args.waves:
+        print(f"waves: {rtl.run_dir / 'dump.fst'}")
+    ok = True
+    if rtl.error_code != ErrorCode.NONE or gold_err is not None:
+        print(f"RTL stopped with {rtl.error_code.name} at pc {rtl.error_pc}; golden: "
+              f"{gold_err if gold_err is not None else 'done'}")
+        ok = gold_err is not None and gold_err.code == rtl.error_code and gold_err.pc == rtl.error_pc
+    else:
+        problems = compare_outputs(prog, rtl.dram, gold)
+        ok = not problems
+        for line in problems:
+            print(f"MISMATCH {line}")
+        outs = prog.unpack(rtl.dram)
+        if ok:
+            print("match: " + ", ".join(f"{n} {a.shape}" for n, a in outs.items())
+                  + " bit-exact with the golden model")
+        err, what = _float_error(wl, tensors, outs)
+        print(f"max error {err:g} ({what})")
+    util = prog.macs_useful / (cfg.dim * cfg.dim * rtl.cycles) if rtl.cycles else 0.0
+    print(f"RTL cycles {rtl.cycles:,}; PE utilization {util:.1%} "
+          f"({prog.macs_useful:,} useful MACs on {cfg.dim}x{cfg.dim})")
+    for k, v in rtl.counters.items():
+        frac = f" ({v / rtl.cycles:.1%})" if rtl.cycles and not k.startswith("BYTES") \
+            and k not in ("CYCLES", "INSTRUCTIONS") else ""
+        print(f"  {k:<15} {v:>14,}{frac}")
+    # The RESULT line first: a trace that cannot be written must not lose it.
+    print("RESULT: " + ("match" if ok else "MISMATCH"), flush=True)
+    if args.trace:
+        from flashnpu.sw.trace import write_trace
+        try:
+            p = write_trace(args.trace, perf, prog.words, title=f"flashnpu {wl} (performance model)",
+                            regions=prog.onchip.get("regions"), rtl_counters=rtl.counters)
+        except OSError as e:
+            print(f"flashnpu run: error: argument --trace: cannot write {args.trace}: {e.strerror}",
+                  file=sys.stderr)
+            return 2
+        print(f"trace (performance model timeline; RTL cycles {rtl.cycles:,}, model "
+              f"{perf.cycles:,}): {p}")
+    return 0 if ok else 1
+
+
+def cli_fuzz(args) -> int:
+    """``flashnpu fuzz``: the campaign, or ``--replay CATEGORY:SEED``."""
+    from flashnpu.fuzz import format_table, replay, run_campaign
+    out = Path(args.out)
+    config = getattr(args, "config", None) or "tiny"
+    if getattr(args, "replay", None):
+        return replay(args.replay, cfg=config, out=out / "replay")
+    if not args.seconds > 0:
+        raise ValueError(f"argument '--seconds' = {args.seconds}: must be positive")
+
+    def progress(msg):
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    report = run_campaign(args.seconds, args.seed, out, args.categories, rtl=args.rtl, progress=progress,
+                          config=config)
+    print(format_table(report))
+    print(f"report: {out / 'report.json'}")
+    return 1 if report["failed"] else 0
+
+
+def cli_bench(args) -> int:
+    """``flashnpu bench``: :func:`flashnpu.bench.run_bench`."""
+    from flashnpu.bench import run_bench
+    return run_bench(args.config, args.output, full=args.full, only=args.only, reuse=args.reuse, plot=args.plot)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    mod, fn = HANDLERS[args.command].split(":")
     try:
         config = load_config(args.config)   # reject a bad config before any work starts
         _check_paths(args, config)
+        mod, fn = HANDLERS[args.command].split(":")
         return int(getattr(importlib.import_module(mod), fn)(args) or 0)
     except (ConfigError, ValueError, _PathError) as e:
         print(f"flashnpu {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 import time
@@ -36,7 +35,7 @@ from collections import Counter
 from pathlib import Path
 
 __all__ = ["CATEGORIES", "RTL_CATEGORIES", "WEIGHTS", "FAILURE_KINDS", "Stats", "Budget", "run_campaign",
-           "replay", "cli_fuzz", "case_seed", "one_line"]
+           "replay", "case_seed", "one_line"]
 
 #: Outcome counters of a category, in report order (``tried`` is their sum).
 OUTCOMES = ("ok", "errors_reported", "hangs", "crashes", "silent_corruptions", "disagreements")
@@ -288,25 +287,6 @@ def replay(spec: str, *, cfg=None, out=None, progress=print) -> int:
     return 1 if st.failed else 0
 
 
-def cli_fuzz(args) -> int:
-    """``flashnpu fuzz``: the campaign, or ``--replay CATEGORY:SEED``."""
-    out = Path(args.out)
-    config = getattr(args, "config", None) or "tiny"
-    if getattr(args, "replay", None):
-        return replay(args.replay, cfg=config, out=out / "replay")
-    if not args.seconds > 0:
-        raise ValueError(f"argument '--seconds' = {args.seconds}: must be positive")
-
-    def progress(msg):
-        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-    report = run_campaign(args.seconds, args.seed, out, args.categories, rtl=args.rtl, progress=progress,
-                          config=config)
-    print(format_table(report))
-    print(f"report: {out / 'report.json'}")
-    return 1 if report["failed"] else 0
-
-
 def rtl_available() -> str | None:
     """``None`` if Verilator and cocotb can be used, else why not (one line)."""
     try:
@@ -315,9 +295,3 @@ def rtl_available() -> str | None:
     except Exception as e:
         return f"Verilator toolchain not usable: {exc_text(e)}"
     return None
-
-
-if __name__ == "__main__":      # python -m flashnpu.fuzz SECONDS SEED OUT
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(cli_fuzz(type("A", (), {"seconds": float(sys.argv[1]), "seed": int(sys.argv[2]), "out": sys.argv[3],
-                                     "categories": None, "rtl": True, "replay": None, "config": "tiny"})()))

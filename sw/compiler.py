@@ -30,7 +30,6 @@ it is returned.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 
 from flashnpu.sw.asm import encode_word
@@ -42,7 +41,7 @@ from flashnpu.sw.tokens import TokenError, check_tokens
 from flashnpu.sw.workload import AttentionWorkload, GemmWorkload, WorkloadError
 
 __all__ = ["CompileError", "compile_attention", "compile_gemm", "compile_workload", "attention_tiles",
-           "softmax_fold", "output_fold", "cli_compile", "workload_from_args"]
+           "softmax_fold", "output_fold"]
 
 #: Bits of the ROWMAX/EXP multiplier (an unsigned 32-bit field; 31 keeps it clear of the sign bit).
 EXP_MULT_BITS = 31
@@ -544,57 +543,3 @@ def compile_workload(wl, config) -> Program:
 
 
 # ============================================================ command line
-def workload_from_args(args):
-    """The workload named by ``flashnpu compile/run`` arguments (``cli._add_workload_args``)."""
-    if args.kind == "gemm":
-        return GemmWorkload(M=args.M, N=args.N, K=args.K)
-    return AttentionWorkload(batch=args.batch, heads=args.heads,
-                             kv_heads=args.kv_heads if args.kv_heads is not None else args.heads,
-                             seq_q=args.seq_q if args.seq_q is not None else args.seq,
-                             seq_k=args.seq_k if args.seq_k is not None else args.seq,
-                             head_dim=args.head_dim, causal=bool(args.causal))
-
-
-def _queue_counts(words):
-    from flashnpu.sw.asm import decode_word
-    n = {q.name.lower(): 0 for q in Queue}
-    for w in words:
-        op = decode_word(w)["opcode"]
-        if op in OPCODE_QUEUE:
-            n[OPCODE_QUEUE[op].name.lower()] += 1
-    return n
-
-
-def cli_compile(args, out=None) -> int:
-    """``flashnpu compile``: compile, print a summary, optionally write the listing."""
-    out = out or sys.stdout
-    cfg = load_config(args.config)
-    wl = workload_from_args(args)
-    prog = compile_workload(wl, cfg)
-    oc = prog.onchip
-    qc = _queue_counts(prog.words)
-    if isinstance(wl, AttentionWorkload):
-        what = (f"attention batch={wl.batch} heads={wl.heads} kv_heads={wl.kv_heads} seq_q={wl.seq_q} "
-                f"seq_k={wl.seq_k} head_dim={wl.head_dim} causal={wl.causal}")
-        tiles = f"Br={prog.tiling['Br']} Bc={prog.tiling['Bc']} (head_dim padded to {prog.tiling['head_dim_padded']})"
-    else:
-        what = f"gemm M={wl.M} N={wl.N} K={wl.K}"
-        tiles = f"Mt={prog.tiling['Mt']} Nt={prog.tiling['Nt']} Kt={prog.tiling['Kt']}"
-    lines = [
-        f"{what} on config '{cfg.name}' ({cfg.dim}x{cfg.dim})",
-        f"tiles:        {tiles}",
-        f"instructions: {prog.instructions} (load {qc['load']}, store {qc['store']}, "
-        f"matrix {qc['matrix']}, vector {qc['vector']}, halt 1)",
-        f"DRAM bytes:   {prog.dram_bytes} (program at {prog.prog_addr:#x})",
-        f"on-chip:      spad {oc['spad_bytes']} B ({oc['spad_rows']}/{cfg.spad_rows} rows), "
-        f"acc {oc['acc_bytes']} B ({oc['acc_rows']}/{cfg.acc_rows} rows), "
-        f"state {oc['state_rows']}/{cfg.vector_state_rows} rows",
-        f"MACs:         useful {prog.macs_useful}, issued {prog.macs_issued} "
-        f"({prog.macs_useful / prog.macs_issued:.1%} useful)",
-    ]
-    if getattr(args, "listing", None):
-        with open(args.listing, "w") as f:
-            f.write(prog.listing())
-        lines.append(f"listing:      {args.listing}")
-    print("\n".join(lines), file=out)
-    return 0

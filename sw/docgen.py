@@ -155,6 +155,8 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="only compare; exit 1 if a file is stale")
     p.add_argument("--out", type=Path, default=DOCS_DIR, help=f"docs folder (default {DOCS_DIR})")
     args = p.parse_args(argv)
+    if not args.out.is_dir():       # e.g. an installed wheel: the docs are in the source checkout only
+        p.error(f"argument --out: {str(args.out)!r} is not a folder (the docs are in a source checkout)")
     stale = []
     for name, gen in DOCS.items():
         path = args.out / name

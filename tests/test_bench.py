@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from flashnpu import bench
+from flashnpu import bench, cli
 from flashnpu.sw.compiler import compile_workload
 from flashnpu.spec.config import load_config
 from flashnpu.sw.perfmodel import predict
@@ -109,7 +109,8 @@ def test_reuse_repredicts_and_flags_changed_programs(tmp_path):
     (tmp_path / "bench.json").write_text(json.dumps(_result(rows)))
     args = SimpleNamespace(config="default", output=str(tmp_path), reuse=True, only=None, plot=False,
                            full=False)
-    assert bench.cli_bench(args) == 0
+    assert bench.run_bench(args.config, args.output, reuse=True) == 0
+    assert cli.main(["bench", "--reuse", "-o", str(tmp_path)]) == 0
     out = json.loads((tmp_path / "bench.json").read_text())
     assert out["rows"][0]["model_cycles"] == rows[0]["rtl_cycles"]
     assert out["rows"][1]["model_cycles"] is None and out["rows"][1]["bottleneck"].startswith("stale")

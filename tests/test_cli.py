@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from flashnpu import cli
-from flashnpu.sw.compiler import workload_from_args
+from flashnpu.cli import workload_from_args
 
 CALLS = []
 

@@ -7,7 +7,7 @@ import pytest
 
 from flashnpu import cli
 from flashnpu.sw.asm import assemble, decode_word
-from flashnpu.sw.compiler import (CompileError, attention_tiles, cli_compile, compile_attention, compile_gemm,
+from flashnpu.sw.compiler import (CompileError, attention_tiles, compile_attention, compile_gemm,
                                   output_fold, softmax_fold)
 from flashnpu.spec.config import load_config
 from flashnpu.driver import run

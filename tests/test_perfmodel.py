@@ -284,7 +284,7 @@ def _rtl_counters(cfg, words, image, prog_addr, lat):
     from types import SimpleNamespace
 
     from flashnpu.cosim.rtl_backend import run_program
-    rtl = run_program(cfg, SimpleNamespace(words=words, prog_addr=prog_addr), image, memory="fast", lat=lat)
+    rtl = run_program(SimpleNamespace(words=words, prog_addr=prog_addr), image, config=cfg, memory="fast", lat=lat)
     assert rtl.done, (rtl.error_code, rtl.error_pc)
     return rtl.counters
 

@@ -73,7 +73,7 @@ def test_store_past_the_address_range_is_refused_not_wrapped():
     prog = _Prog(words, 0x8000)
     image = np.arange(1 << 16, dtype=np.uint64).astype(np.uint8)
     grant = DramGrant(0x8000, 0x8000 + 64, ((0, 1 << 16),))
-    rtl = run_program(cfg, prog, image, grant=grant)
+    rtl = run_program(prog, image, config=cfg, grant=grant)
     assert _agree(cfg, prog, image, rtl, grant) == (ErrorCode.DMA_WINDOW, 0)
     assert bytes(rtl.dram[:4]) == bytes(image[:4])
 
@@ -97,7 +97,7 @@ def test_dispatch_checks_agree_with_golden(text, code, pc):
     image = np.zeros(1 << 16, np.uint8)
     # window 0 below the code, window 1 from the code's start: the code lies inside a data window
     grant = DramGrant(0x8000, 0x8000 + 32 * len(words), ((0, 0x4000), (0x8000, 0xA004)))
-    rtl = run_program(TINY, prog, image, grant=grant)
+    rtl = run_program(prog, image, config=TINY, grant=grant)
     assert _agree(TINY, prog, image, rtl, grant) == (code, pc)
 
 
@@ -111,7 +111,7 @@ def test_deadlock_names_the_first_pop_before_its_push():
     prog = _Prog(words, 0x8000)
     image = np.zeros(1 << 16, np.uint8)
     grant = DramGrant(0x8000, 0x8000 + 32 * len(words), ((0, 0x8000),))
-    rtl = run_program(TINY, prog, image, grant=grant)
+    rtl = run_program(prog, image, config=TINY, grant=grant)
     assert _agree(TINY, prog, image, rtl, grant) == (ErrorCode.TOKEN_UNDERFLOW, 1)
 
 
@@ -129,7 +129,7 @@ def test_store_error_is_precise(memory):
     lo, hi = dma_extent(f, TINY)
     faults = ((hi - 4, hi, "SLVERR"),)            # its last beat
     grant = program_grant(prog, image.size)
-    rtl = run_program(TINY, prog, image, faults=faults, memory=memory)
+    rtl = run_program(prog, image, config=TINY, faults=faults, memory=memory)
     code, pc = _agree(TINY, prog, image, rtl, grant, faults)
     assert (code, pc) == (ErrorCode.AXI_SLVERR, stores[0])
 
@@ -139,7 +139,7 @@ def test_abort_at_every_cycle_then_a_clean_run():
     prog, image = _gemm(M=4, N=4, K=4)
     grant = program_grant(prog, image.size)
     clean = GoldenNPU(TINY).run(image, grant=grant).dram
-    first = run_program(TINY, prog, image)
+    first = run_program(prog, image, config=TINY)
     length = first.cycles
     runs = []
     for at in range(0, length + 2):

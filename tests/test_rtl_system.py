@@ -33,7 +33,7 @@ def _case(wl, config=TINY, seed=0):
 
 def _check_bit_exact(config, prog, image, **opts):
     gold = GoldenNPU(config).run(image, prog.prog_addr).dram
-    rtl = run_program(config, prog, image, **opts)
+    rtl = run_program(prog, image, config=config, **opts)
     assert rtl.error_code == ErrorCode.NONE, (rtl.error_code, rtl.error_pc)
     diff = np.flatnonzero(rtl.dram != gold)
     assert diff.size == 0, f"{diff.size} DRAM bytes differ, first at {diff[0]:#x}"
@@ -82,7 +82,7 @@ def test_progress_reports_simulated_cycles():
     from flashnpu.cosim.harness import POLL_CYCLES
     wl = GemmWorkload(M=96, N=96, K=96)
     prog, _, image = _case(wl, seed=12)
-    rtl = run_program(TINY, prog, image, memory="fast")
+    rtl = run_program(prog, image, config=TINY, memory="fast")
     assert rtl.cycles > 2 * POLL_CYCLES
     seen = int((rtl.run_dir / "progress").read_text())
     assert rtl.cycles - 16 <= seen <= rtl.cycles + 16, (seen, rtl.cycles)
@@ -93,7 +93,7 @@ def test_waves_write_an_fst():
     writes dump.fst: an FST header block (type 0, 329 bytes) followed by data."""
     wl = GemmWorkload(M=4, N=4, K=4)
     prog, _, image = _case(wl, seed=13)
-    rtl = run_program(TINY, prog, image, waves=True)
+    rtl = run_program(prog, image, config=TINY, waves=True)
     assert rtl.error_code == ErrorCode.NONE
     fst = (rtl.run_dir / "dump.fst").read_bytes()
     assert fst[0] == 0 and int.from_bytes(fst[1:9], "big") == 329 and len(fst) > 1000
@@ -103,7 +103,7 @@ def test_corrupted_dram_word_is_a_mismatch():
     wl = GemmWorkload(M=4, N=4, K=4)
     prog, _, image = _case(wl, seed=6)
     gold = GoldenNPU(TINY).run(image, prog.prog_addr).dram
-    rtl = run_program(TINY, prog, image)
+    rtl = run_program(prog, image, config=TINY)
     assert compare_outputs(prog, rtl.dram, gold) == []
     bad = rtl.dram.copy()
     bad[prog.layout["C"].addr + 4] ^= 0x01            # one bit of C[0, 1]
@@ -121,7 +121,7 @@ def test_slverr_on_load_is_reported():
     wl = GemmWorkload(M=4, N=4, K=4)
     prog, _, image = _case(wl, seed=7)
     a = prog.layout["A"]
-    rtl = run_program(TINY, prog, image, slverr=[(a.addr, a.addr + a.nbytes)])
+    rtl = run_program(prog, image, config=TINY, slverr=[(a.addr, a.addr + a.nbytes)])
     assert rtl.error_code == ErrorCode.AXI_SLVERR and rtl.status & 0x4
     # The failing instruction is the first LOAD that reads A.
     first = next(i for i, w in enumerate(prog.words)
@@ -164,10 +164,10 @@ def test_decerr_beyond_memory_matches_golden():
     with pytest.raises(NpuError) as e:
         GoldenNPU(TINY).run(img, grant=grant)
     assert e.value.code == ErrorCode.AXI_DECERR
-    rtl = run_program(TINY, p, img, grant=grant)
+    rtl = run_program(p, img, config=TINY, grant=grant)
     assert (rtl.error_code, rtl.error_pc) == (e.value.code, e.value.pc)
     # With the grant a driver gives by default (the image), it never reaches the bus.
-    rtl = run_program(TINY, p, img)
+    rtl = run_program(p, img, config=TINY)
     assert rtl.error_code == ErrorCode.DMA_WINDOW and rtl.error_pc == k
 
 
@@ -179,7 +179,7 @@ def test_illegal_opcode():
     img = p.image(image)
     e = _golden_error(img, p.prog_addr)
     assert (e.code, e.pc) == (ErrorCode.ILLEGAL_OPCODE, 3)
-    rtl = run_program(TINY, p, img)
+    rtl = run_program(p, img, config=TINY)
     assert rtl.error_code == ErrorCode.ILLEGAL_OPCODE
     assert rtl.error_pc == 3
     assert rtl.status >> 8 & 0xFF == ErrorCode.ILLEGAL_OPCODE
@@ -189,7 +189,7 @@ def test_watchdog_names_queue_states():
     wl = GemmWorkload(M=8, N=8, K=8)
     prog, _, image = _case(wl, seed=10)
     with pytest.raises(RtlTimeout, match=r"watchdog.*LOAD: .*STORE: .*MATRIX: .*VECTOR: "):
-        run_program(TINY, prog, image, timeout_cycles=20)
+        run_program(prog, image, config=TINY, timeout_cycles=20)
 
 
 def test_fast_memory_agrees_with_axiram():
@@ -198,18 +198,18 @@ def test_fast_memory_agrees_with_axiram():
     wl = AttentionWorkload(batch=1, heads=1, kv_heads=1, seq_q=8, seq_k=16, head_dim=8, causal=True)
     prog, _, image = _case(wl, seed=11)
     slow, gold = _check_bit_exact(TINY, prog, image)
-    fast = run_program(TINY, prog, image, memory="fast", lat=1)
+    fast = run_program(prog, image, config=TINY, memory="fast", lat=1)
     assert fast.error_code == ErrorCode.NONE
     assert np.array_equal(fast.dram, gold)
     assert fast.counters["INSTRUCTIONS"] == slow.counters["INSTRUCTIONS"]
     assert fast.counters["BYTES_READ"] == slow.counters["BYTES_READ"]
     with pytest.raises(ValueError, match="backpressure"):
-        run_program(TINY, prog, image, memory="fast", backpressure=True)
+        run_program(prog, image, config=TINY, memory="fast", backpressure=True)
     # The same SLVERR window on both memories stops the NPU at the same instruction.
     k = prog.layout["K"]
     win = [(k.addr, k.addr + k.nbytes)]
-    e_slow = run_program(TINY, prog, image, slverr=win)
-    e_fast = run_program(TINY, prog, image, memory="fast", slverr=win)
+    e_slow = run_program(prog, image, config=TINY, slverr=win)
+    e_fast = run_program(prog, image, config=TINY, memory="fast", slverr=win)
     assert e_slow.error_code == e_fast.error_code == ErrorCode.AXI_SLVERR
     # Both blame the first LOAD that reads K, even while an earlier LOAD (Q) is still in flight.
     failing = next(i for i, w in enumerate(prog.words) if decode_word(w)["opcode"] == Opcode.LOAD

@@ -138,7 +138,7 @@ def test_run_checks_its_arguments_before_compiling():
     assert "argument 'workload' = 'gemm': must be an AttentionWorkload or a GemmWorkload" in _msg(e)
     with pytest.raises(WorkloadError) as e:
         run(GEMM, t, backend=None, config="tiny")
-    assert "argument backend = None: must be 'golden' or 'rtl'" in _msg(e)
+    assert "argument backend = None: must be 'golden', 'perf' or 'rtl'" in _msg(e)
 
 
 def test_run_program_checks_the_image():
