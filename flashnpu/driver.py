@@ -5,7 +5,7 @@ One interface, three backends, one result type (:class:`RunResult`):
 * ``"golden"``: :class:`flashnpu.sw.golden.GoldenNPU` (bit-exact outputs, no cycles).
 * ``"perf"``: :func:`flashnpu.sw.perfmodel.predict` (cycles and counters,
   equal to the RTL's on the benchmark programs; nothing is executed, so
-  ``outputs`` and ``dram`` are ``None``). Options: ``lat``, ``timing``.
+  ``outputs`` and ``dram`` are ``None``). Options: ``lat`` (the timing is the config's, ``spec.timing``).
 * ``"rtl"``: the Verilated NPU through
   :func:`flashnpu.cosim.rtl_backend.run_program` (imported only when used):
   outputs, cycles and counters; its options (``memory``, ``backpressure``,
@@ -88,9 +88,10 @@ def _check_image(program, image) -> np.ndarray:
 def _perf(cfg, program, image_bytes, opts) -> RunResult:
     from flashnpu.sw.perfmodel import predict
     from flashnpu.sw.program import program_grant
-    bad = sorted(set(opts) - {"lat", "timing"})
+    bad = sorted(set(opts) - {"lat"})
     if bad:
-        raise ValueError(f"backend 'perf' takes the options lat and timing, got {bad}")
+        raise ValueError(f"backend 'perf' takes the option lat (its timing is the config's, "
+                         f"spec.timing), got {bad}")
     t0 = time.perf_counter()
     perf = predict(cfg, [int(w) for w in program.words], grant=program_grant(program, image_bytes), **opts)
     return RunResult(outputs=None, program=program, cycles=perf.cycles, counters=dict(perf.counters),
