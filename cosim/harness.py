@@ -127,11 +127,13 @@ class DramModel:
             raise IOError(f"write of {len(data)} B at {address:#x}: {AxiResp(resp).name}")
         self.ram.write(address, data)
 
-    async def load(self, image: np.ndarray):
+    async def load(self, image: np.ndarray, writable_end: int):
+        """The image, then zeros to the end of the memory (``writable_end`` is for FastDram)."""
         img = bytes(np.asarray(image, dtype=np.uint8))
         self.ram.write(0, img + bytes(self.size - len(img)))
 
-    async def dump(self) -> np.ndarray:
+    async def dump(self, nbytes: int) -> np.ndarray:
+        """The whole memory (reading it costs no clock; ``nbytes`` is for FastDram)."""
         return np.frombuffer(self.ram.read(0, self.size), dtype=np.uint8).copy()
 
     def set_backpressure(self, rng: random.Random, p: float = 0.3):
@@ -143,7 +145,15 @@ class DramModel:
 
 class FastDram:
     """The HDL memory of ``SimTop`` (``cosim/axi_memory.py``) through the backdoor helpers of
-    ``cosim/fast_dram.py``: ``size`` bytes (the image) are loaded and read back."""
+    ``cosim/fast_dram.py``.
+
+    The backdoor moves one word per clock, and the memory can be much larger
+    than an image (one build serves a whole suite), so only what matters moves:
+    :meth:`load` writes the image and clears what earlier runs may have left
+    beyond it (below ``_dirty_end``, the end of every earlier image and
+    writable window; above it the memory is still zero), and :meth:`dump`
+    reads back the image.
+    """
 
     def __init__(self, dut, size: int, beat: int, *, slverr=()):
         self.dut = dut
@@ -154,23 +164,33 @@ class FastDram:
         self.slverr = [(int(lo), int(hi)) for lo, hi in slverr]
         self.errors = []
         self.faults = []
-        self._loaded = False
+        self._dirty_end = 0         # every byte at or beyond it is zero
         for name in ("bd_we", "bd_slverr_we", "bd_addr", "bd_wdata"):
             getattr(dut, name).value = 0
 
-    async def load(self, image: np.ndarray):
-        # A fresh simulation: the storage is zero, so zero words are skipped the first time.
-        await load_image(self.dut, np.asarray(image, dtype=np.uint8).tobytes(), self.beat,
-                         assume_zero=not self._loaded)
-        self._loaded = True
+    async def load(self, image: np.ndarray, writable_end: int):
+        """Write ``image`` at 0 and zeros after it up to what earlier runs touched;
+        ``writable_end``: the end of this run's image and writable windows."""
+        img = np.asarray(image, dtype=np.uint8).tobytes()
+        if len(img) > self.size:
+            raise ValueError(f"image of {len(img)} B: larger than the {self.size}-byte memory")
+        writable_end = min(int(writable_end), self.size)     # beyond it the memory answers DECERR
+        # Below the dirty end every word is written (zeros too); above it only non-zero words.
+        dirty = -(-self._dirty_end // self.beat) * self.beat
+        img = img + bytes(max(0, dirty - len(img)))
+        await load_image(self.dut, img[:dirty], self.beat)
+        if len(img) > dirty:
+            await load_image(self.dut, img[dirty:], self.beat, addr=dirty, assume_zero=True)
+        self._dirty_end = max(self._dirty_end, len(img), int(writable_end))
         ranges = self.slverr + [(lo, hi) for lo, hi, resp in self.faults if resp == AxiResp.SLVERR]
         if any(resp != AxiResp.SLVERR for _, _, resp in self.faults) or len(ranges) > 1:
             raise ValueError("the HDL memory answers one SLVERR range (no DECERR ranges)")
         lo, hi = ranges[0] if ranges else (0, 0)
         await set_slverr(self.dut, lo, hi - lo)
 
-    async def dump(self) -> np.ndarray:
-        data = await read_image(self.dut, 0, self.size, self.beat)
+    async def dump(self, nbytes: int) -> np.ndarray:
+        """The first ``nbytes`` (the image) of the memory."""
+        data = await read_image(self.dut, 0, nbytes, self.beat)
         return np.frombuffer(data, dtype=np.uint8).copy()
 
 
@@ -323,7 +343,8 @@ async def npu_session(dut):
                 result.update(timeout=True, message=f"SOFT_RESET before run {k} did not quiet the "
                               f"NPU in {STOP_TIMEOUT_CYCLES} cycles (STATUS={st['raw']:#x})")
         dram.faults = [(int(lo), int(hi), _RESP[resp]) for lo, hi, resp in run.get("faults", ())]
-        await dram.load(images[f"dram{run['image']}"])
+        image = images[f"dram{run['image']}"]
+        await dram.load(image, int(run["writable_end"]))
         for name, value in run["grant"].items():
             await host.write(name, int(value))
         t_wall = time.monotonic()
@@ -361,7 +382,7 @@ async def npu_session(dut):
         result["error_pc"] = await host.read("ERROR_PC")
         result["cycles"] = result["counters"]["CYCLES"]
         result["dram"] = f"dram{k}"
-        results.append((result, await dram.dump()))
+        results.append((result, await dram.dump(image.size)))
         dut._log.info("run %d finished: %s", k, result["message"] or
                       f"status {st['raw']:#x} ({result['error_name']}), {result['cycles']} cycles, "
                       f"{harness_cycles / max(sim_wall, 1e-9):.0f} cycles/s")

@@ -245,7 +245,10 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
         timeout = int(run.timeout_cycles if run.timeout_cycles is not None
                       else default_timeout(cfg, run.program))
         imgs.append(img)
+        # The NPU can write nothing beyond this (its DMA windows are checked in hardware).
+        writable_end = max([img.size, *(min(lim, 1 << 32) for b, lim in grant.windows if b < lim)])
         specs.append({"image": k, "grant": grant.registers(), "timeout_cycles": timeout,
+                      "writable_end": int(writable_end),
                       "faults": [[int(lo), int(hi), resp] for lo, hi, resp in run.faults],
                       "stop_at": None if run.stop_at is None else int(run.stop_at),
                       "stop_kind": run.stop_kind})
@@ -266,9 +269,8 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
         run_dir = folder.path
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Each image fills the whole memory, so that a run never sees an earlier run's bytes.
-    np.savez(run_dir / "input.npz", **{f"dram{k}": np.concatenate(
-        [img, np.zeros(mem_size - img.size, dtype=np.uint8)]) for k, img in enumerate(imgs)})
+    # The harness clears what an earlier run left beyond each image (the memory is zero there).
+    np.savez(run_dir / "input.npz", **{f"dram{k}": img for k, img in enumerate(imgs)})
     (run_dir / "input.json").write_text(json.dumps({
         "mem_size": mem_size, "backpressure": bool(backpressure), "pause_p": float(pause_p),
         "seed": int(seed), "beat": cfg.dma_beat_bytes,
