@@ -1,28 +1,28 @@
-"""The instruction checker: checks 1-6 of ``docs/architecture.md``, combinational."""
+"""The instruction checker: checks 1-6 of ``docs/architecture.md``, combinational.
+
+Checks 4-6 are built from the tables of ``spec/checks.py`` (the golden model's
+``check_fields`` reads the same tables); no field name or limit is written here.
+"""
 
 from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.spec.isa import INSTR_LAYOUT, OPCODE_QUEUE, ErrorCode, Mem, Opcode, VectorFunct
-from flashnpu.spec.numerics import RECIP_MULT_LIMIT
+from flashnpu.spec.checks import ALIGNED_FIELDS, COUNT_FIELDS, FIELD_LIMITS, ROW_RANGES
+from flashnpu.spec.isa import BODY_OF, INSTR_LAYOUT, OPCODE_QUEUE, ErrorCode, Opcode, VectorFunct
 from flashnpu.hw.signatures import ERROR_SHAPE
 
 __all__ = ["InstrChecker"]
 
-#: VECTOR functs that read or write accumulator rows, and those that write scratchpad rows (EXP writes p in place).
-ACC_FUNCTS = tuple(f for f in VectorFunct if f not in (VectorFunct.INIT, VectorFunct.RECIP))
-SPAD_FUNCTS = (VectorFunct.OUTPUT, VectorFunct.REQUANT)
 
-
-def _last_row(base, count, *terms):
-    """``base + sum((n - 1) * stride) + count - 1``, the last row an access touches.
+def _last_row(base, count, steps):
+    """``base + (count - 1) + sum((n - 1) * stride)``, the last row an access touches.
 
     Counts are truncated to their width after the ``- 1``, so a zero count gives a
     large but harmless value: check 4 has already failed for it.
     """
     total = base + count - 1
-    for n, stride in terms:
+    for n, stride in steps:
         total = total + (n - 1)[:len(n)] * stride
     return total
 
@@ -31,8 +31,8 @@ class InstrChecker(wiring.Component):
     """Check one instruction word against checks 1-6 of ``docs/architecture.md``.
 
     The checks run in the documented order and the first failure wins, exactly
-    as ``sw/golden.check`` does. The word is viewed through
-    ``sw/isa.INSTR_LAYOUT``; no bit position is written here.
+    as ``sw/golden.check_fields`` does. The word is viewed through
+    ``spec/isa.INSTR_LAYOUT``; no bit position is written here.
 
     Parameters
     ----------
@@ -65,7 +65,6 @@ class InstrChecker(wiring.Component):
         for o, s in is_op.items():
             m.d.comb += s.eq(op == o)
         legal_op = Cat(*is_op.values()).any()
-        is_dma = is_op[Opcode.LOAD] | is_op[Opcode.STORE]
 
         # Check 2: the queue's own bit, as a one-hot mask per opcode.
         own = Signal(4)
@@ -76,56 +75,54 @@ class InstrChecker(wiring.Component):
         masks = w.wait | w.signal
         bad_mask = Mux(is_op[Opcode.HALT], masks != 0, (masks & own) != 0)
 
-        dma, mm, vec = w.body.dma, w.body.matmul, w.body.vector
+        vec = w.body.vector
         funct_is = {f: vec.funct == f for f in VectorFunct}
         legal_funct = Cat(*funct_is.values()).any()
 
-        # Check 4: zero counts, and RECIP's numerator limit.
-        zero_dma = (dma.rows == 0) | (dma.chunks == 0)
-        zero_mm = (mm.m_rows == 0) | (mm.k_chunks == 0) | (mm.n_blocks == 0)
-        zero_vec = (vec.rows == 0) | (vec.blocks == 0)
+        def body(o):
+            return getattr(w.body, BODY_OF[o])
+
+        def applies(o, functs):
+            """The opcode is ``o`` (and, for VECTOR, the funct is one of ``functs``; None: any)."""
+            if functs is None:
+                return is_op[o]
+            return is_op[o] & Cat(*(funct_is[f] for f in functs)).any()
+
+        # Check 4: zero counts, then the field limits.
         bad_field = Signal()
-        m.d.comb += bad_field.eq(
-            (is_dma & zero_dma) | (is_op[Opcode.MATMUL] & zero_mm)
-            | (is_op[Opcode.VECTOR] & (zero_vec | (funct_is[VectorFunct.RECIP]
-                                                   & (vec.mult >= RECIP_MULT_LIMIT)))))
+        m.d.comb += bad_field.eq(Cat(
+            *(is_op[o] & (getattr(body(o), name) == 0) for o, names in COUNT_FIELDS.items() for name in names),
+            *(applies(lim.opcode, None if lim.funct is None else (lim.funct,))
+              & (getattr(body(lim.opcode), lim.field) >= lim.limit) for lim in FIELD_LIMITS)).any())
 
         # Check 5: the beat is a power of two, so alignment is its low bits.
         lg_beat = cfg.dma_beat_bytes.bit_length() - 1
-        misaligned = (dma.dram_addr[:lg_beat] != 0) | (dma.dram_stride[:lg_beat] != 0) \
+        misaligned = Cat(*(is_op[o] & (getattr(body(o), name)[:lg_beat] != 0)
+                           for o, names in ALIGNED_FIELDS.items() for name in names)).any() \
             if lg_beat else C(0)
 
-        # Check 6: last rows touched.
-        dma_last = _last_row(dma.sram_addr, dma.rows, (dma.chunks, dma.sram_chunk_stride))
-        mm_a_last = _last_row(mm.a_addr, mm.m_rows, (mm.k_chunks, mm.a_kstride))
-        mm_w_last = _last_row(mm.w_addr, cfg.dim, (mm.k_chunks, mm.w_kstride), (mm.n_blocks, mm.w_nstride))
-        mm_o_last = _last_row(mm.out_addr, mm.m_rows, (mm.n_blocks, mm.out_nstride))
-        vec_s_last = vec.state_addr + vec.rows - 1
-        vec_a_last = _last_row(vec.acc_addr, vec.rows, (vec.blocks, vec.acc_block_stride))
-        vec_p_last = _last_row(vec.spad_addr, vec.rows, (vec.blocks, vec.spad_block_stride))
-        acc_funct = Cat(*(funct_is[f] for f in ACC_FUNCTS)).any()
-        spad_funct = Cat(*(funct_is[f] for f in SPAD_FUNCTS)).any()
-
-        is_mm, is_vec = is_op[Opcode.MATMUL], is_op[Opcode.VECTOR]
         E = ErrorCode
         # The documented order; opcodes are exclusive, so one chain serves them all.
         checks = [
             (~legal_op, E.ILLEGAL_OPCODE),
             (bad_mask, E.BAD_TOKEN_MASK),
             (is_op[Opcode.HALT], E.NONE),
-            (is_vec & ~legal_funct, E.ILLEGAL_FUNCT),
+            (is_op[Opcode.VECTOR] & ~legal_funct, E.ILLEGAL_FUNCT),
             (bad_field, E.BAD_FIELD),
-            (is_dma & misaligned, E.DMA_MISALIGNED),
-            (is_dma & (dma.mem == Mem.SPAD) & (dma_last >= cfg.spad_rows), E.SPAD_RANGE),
-            (is_dma & (dma.mem == Mem.ACC) & (dma_last >= cfg.acc_rows), E.ACC_RANGE),
-            (is_mm & (mm.a_mem == Mem.SPAD) & (mm_a_last >= cfg.spad_rows), E.SPAD_RANGE),
-            (is_mm & (mm.a_mem == Mem.ACC) & (mm_a_last >= cfg.acc_rows), E.ACC_RANGE),
-            (is_mm & (mm_w_last >= cfg.spad_rows), E.SPAD_RANGE),
-            (is_mm & (mm_o_last >= cfg.acc_rows), E.ACC_RANGE),
-            (is_vec & (vec_s_last >= cfg.vector_state_rows), E.STATE_RANGE),
-            (is_vec & acc_funct & (vec_a_last >= cfg.acc_rows), E.ACC_RANGE),
-            (is_vec & spad_funct & (vec_p_last >= cfg.spad_rows), E.SPAD_RANGE),
+            (misaligned, E.DMA_MISALIGNED),
         ]
+        # Check 6: last rows touched, from the table.
+        for r in ROW_RANGES:
+            b = body(r.opcode)
+            expr = Value.cast(_last_row(getattr(b, r.base), getattr(b, r.count) if r.count else cfg.dim,
+                                        [(getattr(b, n), getattr(b, st)) for n, st in r.steps]))
+            last = Signal(expr.shape(), name=f"last_{r.opcode.name.lower()}_{r.what.lower() or 'row'}")
+            m.d.comb += last.eq(expr)
+            for value, mem in r.memories():
+                cond = applies(r.opcode, r.functs) & (last >= getattr(cfg, mem.rows))
+                if value is not None:
+                    cond = cond & (getattr(b, r.mem_field) == value)
+                checks.append((cond, mem.error))
         with m.If(checks[0][0]):
             m.d.comb += self.error.eq(checks[0][1])
         for cond, code in checks[1:]:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from flashnpu.sw import asm, golden, tokens
-from flashnpu.spec import isa, regmap
+from flashnpu.spec import checks, isa, regmap
 from flashnpu.sw.asm import instr_fields
 from flashnpu.spec.isa import BODY_OF, FIELD_DOCS, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
 
@@ -73,9 +73,33 @@ def _field_rows(op: Opcode) -> list[str]:
     return rows
 
 
+def _field_checks() -> list[str]:
+    """Checks 4-6 from the tables of ``spec/checks.py``."""
+    out = ["From `spec/checks.py` (`COUNT_FIELDS`, `FIELD_LIMITS`, `ALIGNED_FIELDS`, `ROW_RANGES`), which the "
+           "golden model and the hardware checker are built from: checks 4-6 of `docs/architecture.md` "
+           "(\"Checks\"), in this order; the first failure wins.", "",
+           "| check | opcode | condition | error |", "|---|---|---|---|"]
+    for op, names in checks.COUNT_FIELDS.items():
+        out.append(f"| 4 | {op.name} | " + ", ".join(f"`{n}`" for n in names) + " >= 1 | `BAD_FIELD` |")
+    for lim in checks.FIELD_LIMITS:
+        funct = f" {lim.funct.name}" if lim.funct is not None else ""
+        out.append(f"| 4 | {lim.opcode.name}{funct} | `{lim.field}` < {lim.limit} ({lim.why}) | `BAD_FIELD` |")
+    for op, names in checks.ALIGNED_FIELDS.items():
+        out.append(f"| 5 | {op.name} | " + ", ".join(f"`{n}`" for n in names)
+                   + " multiple of `dma_beat_bytes` | `DMA_MISALIGNED` |")
+    for r in checks.ROW_RANGES:
+        scope = f" {r.what}" if r.what else ""
+        if r.functs is not None:
+            scope += " (" + ", ".join(f.name for f in sorted(r.functs)) + ")"
+        for value, mem in r.memories():
+            sel = f", `{r.mem_field}` = {value.name}" if value is not None else ""
+            out.append(f"| 6 | {r.opcode.name}{scope} | `{r.formula()}` < `{mem.rows}`{sel} | `{mem.error.name}` |")
+    return out
+
+
 def isa_md() -> str:
     """The text of ``docs/isa.md``."""
-    out = ["# The flashnpu instruction set", "", _GENERATED.format(src="`spec/isa.py`, `sw/asm.py`, `sw/tokens.py`, `sw/golden.py`"), ""]
+    out = ["# The flashnpu instruction set", "", _GENERATED.format(src="`spec/isa.py`, `spec/checks.py`, `sw/asm.py`, `sw/tokens.py`, `sw/golden.py`"), ""]
     out += [_rst_to_md(_doc(isa)), ""]
     out += [f"Every instruction is one {isa.INSTR_BITS}-bit word ({isa.INSTR_BYTES} bytes, little-endian in "
             f"DRAM), instruction *k* at `PROG_ADDR + {isa.INSTR_BYTES}*k`. Bit offsets below are within that "
@@ -99,6 +123,7 @@ def isa_md() -> str:
     out += _enum_table(VectorFunct, ("mnemonic", lambda f: f"`vector.{f.name.lower()}`"))
     out += ["", "## Memories (`dma.mem`, `matmul.a_mem`)", "", _rst_to_md(_doc(Mem)), ""]
     out += _enum_table(Mem, ("asm", lambda m: f"`mem={m.name.lower()}`, `a_mem={m.name.lower()}`"))
+    out += ["", "## Field checks", ""] + _field_checks()
     out += ["", "## Error codes", "", _rst_to_md(_doc(ErrorCode)), ""]
     out += _enum_table(ErrorCode)
     out += ["", "## Assembly syntax", "", "From `sw/asm.py` (`assemble`, `disassemble`):", ""]

@@ -30,14 +30,15 @@ import numpy as np
 
 from flashnpu.sw.asm import decode_word
 from flashnpu.spec.config import NPUConfig, load_config
+from flashnpu.spec.checks import ALIGNED_FIELDS, COUNT_FIELDS, FIELD_LIMITS, check_rows
 from flashnpu.spec.regmap import DramGrant
 from flashnpu.spec.isa import INSTR_BYTES, OPCODE_QUEUE, ErrorCode, Mem, Opcode, Queue, VectorFunct
 from flashnpu.spec.numerics import (
-    NEG_INF, RECIP_MULT_LIMIT, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant, saturate_a, wrap32,
+    NEG_INF, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant, saturate_a, wrap32,
 )
 
 __all__ = ["NpuError", "GoldenResult", "GoldenNPU", "check", "check_fields", "check_window",
-           "dma_extent", "row_ranges", "COUNTS"]
+           "dma_extent", "row_ranges"]
 
 
 class NpuError(Exception):
@@ -66,21 +67,11 @@ class GoldenResult:
     trace: list | None = None
 
 
-#: Fields that must be at least 1 (check 4), per opcode.
-COUNTS = {
-    Opcode.LOAD: ("rows", "chunks"),
-    Opcode.STORE: ("rows", "chunks"),
-    Opcode.MATMUL: ("m_rows", "k_chunks", "n_blocks"),
-    Opcode.VECTOR: ("rows", "blocks"),
-}
-
-_ACC_FUNCTS = frozenset(VectorFunct) - {VectorFunct.INIT, VectorFunct.RECIP}
-_SPAD_FUNCTS = frozenset({VectorFunct.OUTPUT, VectorFunct.REQUANT})
 _FUNCTS = {int(f): f for f in VectorFunct}
 # Enum members as module constants for check_fields' comparisons: an attribute of an Enum class
 # costs about 50 ns to read, and the performance model checks every distinct word of a program.
-_HALT, _MATMUL, _VECTOR, _DMA_OPS = Opcode.HALT, Opcode.MATMUL, Opcode.VECTOR, (Opcode.LOAD, Opcode.STORE)
-_SPAD, _ACC, _RECIP, _NONE = Mem.SPAD, Mem.ACC, VectorFunct.RECIP, ErrorCode.NONE
+_HALT, _VECTOR, _SPAD = Opcode.HALT, Opcode.VECTOR, Mem.SPAD
+_NONE, _BAD_FIELD, _MISALIGNED = ErrorCode.NONE, ErrorCode.BAD_FIELD, ErrorCode.DMA_MISALIGNED
 
 
 def check_fields(f: dict, config: NPUConfig) -> tuple[ErrorCode, str]:
@@ -101,48 +92,18 @@ def check_fields(f: dict, config: NPUConfig) -> tuple[ErrorCode, str]:
         funct = _FUNCTS.get(f["funct"])
         if funct is None:
             return ErrorCode.ILLEGAL_FUNCT, f"funct {f['funct']} is not a VectorFunct"
-    for name in COUNTS[op]:
+    for name in COUNT_FIELDS[op]:
         if f[name] == 0:
-            return ErrorCode.BAD_FIELD, f"field '{name}' = 0: must be >= 1"
-    if funct == _RECIP and f["mult"] >= RECIP_MULT_LIMIT:
-        return ErrorCode.BAD_FIELD, f"RECIP field 'mult' = {f['mult']}: must be < {RECIP_MULT_LIMIT}"
-    dim = config.dim
-    if op in _DMA_OPS:
-        beat = config.dma_beat_bytes
-        for name in ("dram_addr", "dram_stride"):
-            if f[name] % beat:
-                return ErrorCode.DMA_MISALIGNED, f"field '{name}' = {f[name]:#x}: not a multiple of the {beat}-byte beat"
-        last = f["sram_addr"] + (f["chunks"] - 1) * f["sram_chunk_stride"] + f["rows"] - 1
-        if f["mem"] == _SPAD and last >= config.spad_rows:
-            return ErrorCode.SPAD_RANGE, f"last row {last} >= spad_rows {config.spad_rows}"
-        if f["mem"] == _ACC and last >= config.acc_rows:
-            return ErrorCode.ACC_RANGE, f"last row {last} >= acc_rows {config.acc_rows}"
-    elif op == _MATMUL:
-        a_last = f["a_addr"] + (f["k_chunks"] - 1) * f["a_kstride"] + f["m_rows"] - 1
-        if f["a_mem"] == _SPAD and a_last >= config.spad_rows:
-            return ErrorCode.SPAD_RANGE, f"A last row {a_last} >= spad_rows {config.spad_rows}"
-        if f["a_mem"] == _ACC and a_last >= config.acc_rows:
-            return ErrorCode.ACC_RANGE, f"A last row {a_last} >= acc_rows {config.acc_rows}"
-        w_last = (f["w_addr"] + (f["k_chunks"] - 1) * f["w_kstride"]
-                  + (f["n_blocks"] - 1) * f["w_nstride"] + dim - 1)
-        if w_last >= config.spad_rows:
-            return ErrorCode.SPAD_RANGE, f"W last row {w_last} >= spad_rows {config.spad_rows}"
-        o_last = f["out_addr"] + (f["n_blocks"] - 1) * f["out_nstride"] + f["m_rows"] - 1
-        if o_last >= config.acc_rows:
-            return ErrorCode.ACC_RANGE, f"out last row {o_last} >= acc_rows {config.acc_rows}"
-    elif op == _VECTOR:
-        s_last = f["state_addr"] + f["rows"] - 1
-        if s_last >= config.vector_state_rows:
-            return ErrorCode.STATE_RANGE, f"state last row {s_last} >= vector_state_rows {config.vector_state_rows}"
-        if funct in _ACC_FUNCTS:
-            a_last = f["acc_addr"] + (f["blocks"] - 1) * f["acc_block_stride"] + f["rows"] - 1
-            if a_last >= config.acc_rows:
-                return ErrorCode.ACC_RANGE, f"acc last row {a_last} >= acc_rows {config.acc_rows}"
-        if funct in _SPAD_FUNCTS:
-            p_last = f["spad_addr"] + (f["blocks"] - 1) * f["spad_block_stride"] + f["rows"] - 1
-            if p_last >= config.spad_rows:
-                return ErrorCode.SPAD_RANGE, f"spad last row {p_last} >= spad_rows {config.spad_rows}"
-    return _NONE, ""
+            return _BAD_FIELD, f"field '{name}' = 0: must be >= 1"
+    for lim in FIELD_LIMITS:
+        if lim.opcode == op and lim.funct in (None, funct) and f[lim.field] >= lim.limit:
+            return _BAD_FIELD, f"{lim.funct.name if lim.funct else op.name} field '{lim.field}' = " \
+                               f"{f[lim.field]}: must be < {lim.limit}"
+    beat = config.dma_beat_bytes
+    for name in ALIGNED_FIELDS.get(op, ()):
+        if f[name] % beat:
+            return _MISALIGNED, f"field '{name}' = {f[name]:#x}: not a multiple of the {beat}-byte beat"
+    return check_rows(f, config, op, funct)
 
 
 def dma_extent(f: dict, config: NPUConfig) -> tuple[int, int]:

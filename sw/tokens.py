@@ -79,8 +79,12 @@ class TokenReport:
 _PAIRS = [(s, d) for s in Queue for d in Queue if s != d]
 
 
+#: mask -> the queues whose bits it sets (a table: the check runs on every instruction).
+_BITS = tuple(tuple(q for q in Queue if mask >> q & 1) for mask in range(1 << len(Queue)))
+
+
 def _bits(mask: int) -> tuple[Queue, ...]:
-    return tuple(q for q in Queue if mask >> q & 1)
+    return _BITS[mask]
 
 
 def check_tokens(words, config) -> TokenReport:
@@ -143,7 +147,7 @@ def check_tokens(words, config) -> TokenReport:
                     lst, k = per_queue[q], pos[q]
                     while k < len(lst):
                         pc, waits, signals = lst[k]
-                        if any(cnt[(s, q)] == 0 for s in waits):
+                        if not all([cnt[(s, q)] for s in waits]):
                             break
                         for s in waits:
                             cnt[(s, q)] -= 1
