@@ -7,6 +7,7 @@ from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from flashnpu.hw.processing_element import ProcessingElement
 from flashnpu.spec.numerics import A_WIDE_BITS
 
 __all__ = ["SystolicArray"]
@@ -132,26 +133,15 @@ class SystolicArray(wiring.Component):
             a_in, sel_in = row_a[k], row_sel[k]
             psum_out = []
             for n in range(dim):
-                w0 = Signal(signed(8), name=f"pe{k}_{n}_w0")
-                w1 = Signal(signed(8), name=f"pe{k}_{n}_w1")
-                we = Signal(name=f"pe{k}_{n}_we")
-                m.d.comb += we.eq(self.w_valid & (load_t == Mux(self.w_transpose, n, k)))
-                wd = Mux(self.w_transpose, w_lane[k], w_lane[n])
-                with m.If(we & ~w_buf):
-                    m.d.sync += w0.eq(wd)
-                with m.If(we & w_buf):
-                    m.d.sync += w1.eq(wd)
-
-                prod = Signal(signed(ab + 8), name=f"pe{k}_{n}_prod")
-                m.d.comb += prod.eq(a_in * Mux(sel_in, w1, w0))
-                ps = Signal(signed(32), name=f"pe{k}_{n}_psum")
-                m.d.sync += ps.eq(psum_in[n] + prod)
-                psum_out.append(ps)
-                if n < dim - 1:
-                    a_q = Signal(signed(ab), name=f"pe{k}_{n}_a")
-                    s_q = Signal(name=f"pe{k}_{n}_sel")
-                    m.d.sync += [a_q.eq(a_in), s_q.eq(sel_in)]
-                    a_in, sel_in = a_q, s_q
+                pe = m.submodules[f"pe{k}_{n}"] = ProcessingElement()
+                m.d.comb += [
+                    pe.a.eq(a_in), pe.a_sel.eq(sel_in), pe.psum_in.eq(psum_in[n]),
+                    pe.w_we.eq(self.w_valid & (load_t == Mux(self.w_transpose, n, k))),
+                    pe.w_buf.eq(w_buf),
+                    pe.w_data.eq(Mux(self.w_transpose, w_lane[k], w_lane[n])),
+                ]
+                psum_out.append(pe.psum_out)
+                a_in, sel_in = pe.a_out, pe.a_sel_out
             psum_in = psum_out
 
         # ----------------------------------------------------------- de-skew
