@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import tempfile
@@ -32,6 +33,7 @@ HANDLERS = {
     "run": "flashnpu.cli:cli_run",
     "bench": "flashnpu.cli:cli_bench",
     "fuzz": "flashnpu.cli:cli_fuzz",
+    "synth": "flashnpu.cli:cli_synth",
 }
 
 
@@ -118,6 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="include the Verilator categories (tiny config)")
     p.add_argument("--replay", metavar="CATEGORY:SEED", default=None, help="run one recorded case again")
     p.add_argument("--config", default="tiny", help="config of the program and RTL categories (default tiny)")
+
+    p = sub.add_parser("synth", help="synthesize a config with yosys (per-block area), optionally place and route")
+    p.add_argument("--config", default="default", help="config name or YAML path")
+    p.add_argument("--target", choices=("generic", "ecp5"), default="ecp5",
+                   help="yosys 'synth' (generic gates) or 'synth_ecp5' (LUT4, FF, DSP, block RAM)")
+    p.add_argument("--pnr", action="store_true",
+                   help="place and route with nextpnr-ecp5 on the smallest ECP5 part that fits; report fmax")
+    p.add_argument("--freq", type=float, default=100.0, help="place-and-route target clock in MHz (default 100)")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds before synthesis (and place and route) is stopped (default 3600)")
+    p.add_argument("-o", "--output", default="build/synth", help="result folder (and its cache/)")
     return ap
 
 
@@ -164,7 +177,7 @@ def _check_paths(args, config) -> None:
                       args.output or Path("build") / config.name)
     elif args.command == "lint":
         _check_folder("--config (output build/<config>)", Path("build") / config.name)
-    elif args.command == "bench":
+    elif args.command in ("bench", "synth"):
         _check_folder("-o/--output", args.output)
     if getattr(args, "listing", None):
         _check_file("--listing", args.listing)
@@ -380,6 +393,28 @@ def cli_fuzz(args) -> int:
     print(format_table(report))
     print(f"report: {out / 'report.json'}")
     return 1 if report["failed"] else 0
+
+
+def cli_synth(args) -> int:
+    """``flashnpu synth``: :func:`flashnpu.synth.synthesize_config`, written as JSON and markdown."""
+    from flashnpu.synth import SynthError, report_md, synthesize_config
+    if args.pnr and args.target != "ecp5":
+        raise ValueError("--pnr needs --target ecp5")
+    config = load_config(args.config)
+    try:
+        res = synthesize_config(config, target=args.target, pnr=args.pnr, freq_mhz=args.freq,
+                                out_dir=args.output, timeout_s=args.timeout)
+    except SynthError as e:
+        print(f"flashnpu synth: error: {e}", file=sys.stderr)
+        return 1
+    out = Path(args.output)
+    stem = out / f"{config.name}-{args.target}"
+    text = report_md(res)
+    stem.with_suffix(".json").write_text(json.dumps(res.to_dict(), indent=1) + "\n")
+    stem.with_suffix(".md").write_text(text)
+    print(text + ("(cached)\n" if res.cached else ""), end="")
+    print(f"wrote {stem}.json and {stem}.md")
+    return 0
 
 
 def cli_bench(args) -> int:

@@ -15,8 +15,19 @@ import numpy as np
 from flashnpu.sw.workload import (AttentionWorkload, GemmWorkload, WorkloadError, as_count, as_positive_real,
                                   check_tensors)
 
-__all__ = ["quantize", "attention_float64", "reference_attention", "reference_gemm",
+__all__ = ["ACCURACY_FRAC_WITHIN_1LSB", "ACCURACY_MAX_LSB", "error_lsb", "quantize", "attention_float64", "reference_attention", "reference_gemm",
            "make_attention_tensors", "make_gemm_tensors", "make_tensors", "visible_mask"]
+
+
+#: The accuracy promise of ``docs/numerics.md`` for attention against :func:`attention_float64`, in
+#: LSB of the output scale: this fraction of the elements within 1 LSB, and none beyond the maximum.
+ACCURACY_FRAC_WITHIN_1LSB = 0.999
+ACCURACY_MAX_LSB = 2.0
+
+
+def error_lsb(out, ref, out_scale: float) -> np.ndarray:
+    """``|out * out_scale - ref|`` in LSB of ``out_scale`` (``out``: the NPU's INT8 output)."""
+    return np.abs(np.asarray(out, dtype=np.float64) * out_scale - ref) / out_scale
 
 
 def quantize(x, scale: float) -> np.ndarray:

