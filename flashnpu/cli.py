@@ -34,6 +34,7 @@ HANDLERS = {
     "bench": "flashnpu.cli:cli_bench",
     "fuzz": "flashnpu.cli:cli_fuzz",
     "synth": "flashnpu.cli:cli_synth",
+    "sweep": "flashnpu.cli:cli_sweep",
 }
 
 
@@ -131,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds before synthesis (and place and route) is stopped (default 3600)")
     p.add_argument("-o", "--output", default="build/synth", help="result folder (and its cache/)")
+
+    p = sub.add_parser("sweep", help="score a grid of configs x workloads: model, golden check, synthesis")
+    p.add_argument("space", help="space file (YAML), or the name of one in spec/configs/sweeps/ (e.g. small)")
+    p.add_argument("--dask", metavar="ADDRESS", default=None,
+                   help="run on Dask: 'local' (a LocalCluster) or a scheduler address tcp://host:8786 "
+                        "(default: a local process pool)")
+    p.add_argument("--workers", type=_int_at_least(1), default=None, help="workers (default: the CPU count)")
+    p.add_argument("--synth", choices=("ecp5", "generic", "none"), default=None,
+                   help="override the space's synthesis target")
+    p.add_argument("-o", "--output", default="build/sweep", help="result folder")
+    p.add_argument("--synth-dir", default="build/synth", help="synthesis cache folder (shared with flashnpu synth)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the Pareto plots")
     return ap
 
 
@@ -177,7 +190,7 @@ def _check_paths(args, config) -> None:
                       args.output or Path("build") / config.name)
     elif args.command == "lint":
         _check_folder("--config (output build/<config>)", Path("build") / config.name)
-    elif args.command in ("bench", "synth"):
+    elif args.command in ("bench", "synth", "sweep"):
         _check_folder("-o/--output", args.output)
     if getattr(args, "listing", None):
         _check_file("--listing", args.listing)
@@ -417,6 +430,24 @@ def cli_synth(args) -> int:
     return 0
 
 
+def cli_sweep(args) -> int:
+    """``flashnpu sweep``: :func:`flashnpu.sweep.run_sweep` on a space file."""
+    import dataclasses
+    from flashnpu.sweep import SweepError, load_space, report_md, run_sweep
+    try:
+        space = load_space(args.space)
+        if args.synth:
+            space = dataclasses.replace(space, synth=args.synth)
+        result = run_sweep(space, args.output, dask=args.dask, workers=args.workers, synth_dir=args.synth_dir,
+                           plot=not args.no_plot)
+    except SweepError as e:
+        print(f"flashnpu sweep: error: {e}", file=sys.stderr)
+        return 2
+    print(report_md(result), end="")
+    print(f"wrote {Path(args.output) / 'sweep.json'}, sweep.md" + "".join(f", {Path(p).name}" for p in result["plots"]))
+    return 1 if any(r["errors"] for r in result["rows"]) else 0
+
+
 def cli_bench(args) -> int:
     """``flashnpu bench``: :func:`flashnpu.bench.run_bench`."""
     from flashnpu.bench import run_bench
@@ -426,7 +457,7 @@ def cli_bench(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config)   # reject a bad config before any work starts
+        config = load_config(getattr(args, "config", "default"))   # reject a bad config before any work starts
         _check_paths(args, config)
         mod, fn = HANDLERS[args.command].split(":")
         return int(getattr(importlib.import_module(mod), fn)(args) or 0)

@@ -40,6 +40,8 @@ def test_wheel_holds_every_package_and_the_configs(wheel):
         assert want and want <= names, f"{pkg}: missing {sorted(want - names)}"
     configs = {f"flashnpu/spec/configs/{p.name}" for p in (ROOT / "spec" / "configs").glob("*.yaml")}
     assert {"flashnpu/spec/configs/tiny.yaml", "flashnpu/spec/configs/default.yaml"} <= configs <= names
+    sweeps = {f"flashnpu/spec/configs/sweeps/{p.name}" for p in (ROOT / "spec" / "configs" / "sweeps").glob("*.yaml")}
+    assert "flashnpu/spec/configs/sweeps/small.yaml" in sweeps and sweeps <= names
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()
     assert "Provides-Extra: torch" in text and "torch==2.13.0; extra == \"torch\"" in text
