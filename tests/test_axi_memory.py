@@ -20,7 +20,8 @@ from flashnpu.spec.config import load_config
 from flashnpu.spec.isa import ErrorCode, Mem, Opcode, encode
 from flashnpu.sw.perfmodel import LoadModel, StoreModel, plan_bursts
 
-from test_dma_engine import Sram, dma, expect_load, expect_store
+from support.dma_ref import dma, expect_load, expect_store
+from support.sram import Sram
 
 TINY = load_config("tiny")
 MEM_BYTES = 1 << 14
@@ -58,8 +59,8 @@ def run_dma(cfg, instrs, *, lat, image, seed=7, max_cycles=20000, prologue=None,
     pair = Pair(cfg, lat=lat, **kwargs)
     dut = pair.dma
     beat = cfg.dma_beat_bytes
-    spad = Sram(cfg.spad_rows, cfg.spad_row_bytes, rng)
-    acc = Sram(cfg.acc_rows, cfg.acc_row_bytes, rng)
+    spad = Sram.random(cfg.spad_rows, cfg.spad_row_bytes, rng)
+    acc = Sram.random(cfg.acc_rows, cfg.acc_row_bytes, rng)
     res = {"spad": spad, "acc": acc, "spad0": list(spad.rows), "acc0": list(acc.rows),
            "timeline": [], "load_error": 0, "store_error": 0}
     queues = {op: [f for o, f in instrs if o == op] for op in (Opcode.LOAD, Opcode.STORE)}
@@ -80,8 +81,8 @@ def run_dma(cfg, instrs, *, lat, image, seed=7, max_cycles=20000, prologue=None,
                     ctx.set(unit.instr.valid, 1)
                 else:
                     ctx.set(unit.instr.valid, 0)
-            await spad.step(ctx, dut.spad_wr, dut.spad_rd)
-            await acc.step(ctx, dut.acc_wr, dut.acc_rd)
+            spad.step(ctx, rd=dut.spad_rd, wr=dut.spad_wr)
+            acc.step(ctx, rd=dut.acc_rd, wr=dut.acc_wr)
             for op, unit in units.items():
                 if ctx.get(unit.done):
                     waiting[op].pop(0)[2] = now
@@ -100,8 +101,8 @@ def run_dma(cfg, instrs, *, lat, image, seed=7, max_cycles=20000, prologue=None,
             if not busy and (stopped or (issued and not any(waiting.values()))):
                 for _ in range(3):   # catch stray writes
                     await ctx.tick()
-                    await spad.step(ctx, dut.spad_wr, dut.spad_rd)
-                    await acc.step(ctx, dut.acc_wr, dut.acc_rd)
+                    spad.step(ctx, rd=dut.spad_rd, wr=dut.spad_wr)
+                    acc.step(ctx, rd=dut.acc_rd, wr=dut.acc_wr)
                 res["image"] = b"".join(ctx.get(data[i]).to_bytes(beat, "little")
                                         for i in range(pair.mem.depth))
                 return
@@ -534,8 +535,8 @@ def test_sim_top_runs_a_program_from_the_backdoor_image():
     from flashnpu.sw.golden import GoldenNPU
     from flashnpu.spec.isa import INSTR_BYTES
     from flashnpu.spec.regmap import CONTROL_START, REG, STATUS_DONE, STATUS_QUIET, DramGrant
-    from test_npu import A_ADDR, C_ADDR, PROG, W_ADDR, gemm_program
     from support.axil import LiteHost
+    from support.programs import A_ADDR, C_ADDR, PROG, W_ADDR, gemm_program
 
     m_, k_, n_ = 6, 8, 8
     rng = np.random.default_rng(1)

@@ -17,6 +17,9 @@ from flashnpu.spec.isa import ErrorCode, Mem, Opcode, encode
 from flashnpu.spec.timing import timing
 from flashnpu.sw.perfmodel import plan_bursts
 
+from support.dma_ref import dma
+from support.sram import Sram
+
 TINY = load_config("tiny")
 
 
@@ -25,11 +28,6 @@ def simulate(dut, bench):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-
-
-def dma(mem, dram_addr, dram_stride, rows, chunks, sram_addr=0, sram_chunk_stride=0):
-    return dict(mem=mem, dram_addr=dram_addr, dram_stride=dram_stride, rows=rows, chunks=chunks,
-                sram_addr=sram_addr, sram_chunk_stride=sram_chunk_stride)
 
 
 def test_signatures_compare_by_parameters():
@@ -118,21 +116,6 @@ def test_fetch_limits_requests_to_fetch_depth_and_assembles_words():
     simulate(dut, bench)
 
 
-class SramModel:
-    """Synchronous read port whose data holds while ``en`` is low, and a write log."""
-
-    def __init__(self, rows):
-        self.rows, self.data, self.writes = rows, 0, []
-
-    def step(self, ctx, rd=None, wr=None):
-        if rd is not None:
-            ctx.set(rd.data, self.data)
-            if ctx.get(rd.en):
-                self.data = self.rows[ctx.get(rd.addr)]
-        if wr is not None and ctx.get(wr.en):
-            self.writes.append((ctx.get(wr.addr), ctx.get(wr.data)))
-
-
 def acc_row(beats):
     return sum(b << (32 * i) for i, b in enumerate(beats))
 
@@ -144,7 +127,7 @@ def test_load_row_writer_places_beats_and_skips_bad_rows():
     bad = [(0xB0 + i, ErrorCode.AXI_SLVERR if i == 5 else 0) for i in range(8)]   # row 1 bad
 
     async def bench(ctx):
-        acc, spad, dones = SramModel(None), SramModel(None), []
+        acc, spad, dones = Sram(None), Sram(None), []
         queue = [(f, beats), (dict(f, rows=1, sram_addr=20), bad)]
         for params, stream in queue:
             ctx.set(dut.params.valid, 1)
@@ -186,7 +169,7 @@ def test_store_row_reader_cuts_rows_into_bursts_under_backpressure():
     lens = [2, 4]           # awlen: bursts of 3 and 5 beats
 
     async def bench(ctx):
-        sram, got = SramModel(rows), []
+        sram, got = Sram(rows), []
         ctx.set(dut.params.valid, 1)
         ctx.set(dut.params.payload, {k: f[k] for k in ("mem", "sram_addr", "sram_chunk_stride",
                                                        "rows", "chunks")})
@@ -239,7 +222,7 @@ def test_read_path_reorders_answers_by_slot():
         ctx.set(dut.load.instr.payload.as_value(), encode(Opcode.LOAD, **f))
         ctx.set(dut.load.instr.valid, 1)
         ctx.set(dut.ar.ready, 1)
-        state, ars, acc, dones = {"busy": False}, [], SramModel(None), 0
+        state, ars, acc, dones = {"busy": False}, [], Sram(None), 0
         for now in range(40):
             drive_plan(ctx, dut.plan, [(0x400, 4), (0x410, 4)], state)
             if ctx.get(dut.load.instr.ready) and ctx.get(dut.load.instr.valid):
@@ -276,7 +259,7 @@ def test_write_path_sends_beats_and_counts_responses():
         ctx.set(dut.store.instr.valid, 1)
         ctx.set(dut.aw.ready, 1)
         ctx.set(dut.w.ready, 1)
-        state, aws, ws, b_due, dones, sram = {"busy": False}, [], [], [], [], SramModel(rows)
+        state, aws, ws, b_due, dones, sram = {"busy": False}, [], [], [], [], Sram(rows)
         for now in range(40):
             drive_plan(ctx, dut.plan, [(0x800, 2), (0x808, 1)], state)
             taken = ctx.get(dut.store.instr.ready) and ctx.get(dut.store.instr.valid)

@@ -17,26 +17,10 @@ from flashnpu.spec.isa import ErrorCode, Mem, Opcode, encode
 from flashnpu.sw.perfmodel import LoadModel, StoreModel, plan_bursts
 
 from support.axi_slave import Slave   # the shared AXI4 slave memory model
+from support.dma_ref import dma, expect_load, expect_store
+from support.sram import Sram
 
 TINY = load_config("tiny")
-
-
-class Sram:
-    """Row-addressed synchronous SRAM; data holds while en is low."""
-
-    def __init__(self, rows, row_bytes, rng):
-        self.row_bytes = row_bytes
-        self.rows = [rng.randrange(1 << (8 * row_bytes)) for _ in range(rows)]
-        self.rd_data = 0
-        self.writes = 0
-
-    async def step(self, ctx, wr, rd):
-        ctx.set(rd.data, self.rd_data)
-        if ctx.get(wr.en):
-            self.rows[ctx.get(wr.addr)] = ctx.get(wr.data)
-            self.writes += 1
-        if ctx.get(rd.en):
-            self.rd_data = self.rows[ctx.get(rd.addr)]
 
 
 def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, seed=7, serial=False):
@@ -48,8 +32,8 @@ def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, 
     """
     rng = random.Random(seed)
     dut = DmaEngine(cfg)
-    spad = Sram(cfg.spad_rows, cfg.spad_row_bytes, rng)
-    acc = Sram(cfg.acc_rows, cfg.acc_row_bytes, rng)
+    spad = Sram.random(cfg.spad_rows, cfg.spad_row_bytes, rng)
+    acc = Sram.random(cfg.acc_rows, cfg.acc_row_bytes, rng)
     spad0, acc0 = list(spad.rows), list(acc.rows)
     res = {"spad": spad, "acc": acc, "spad0": spad0, "acc0": acc0, "timeline": [],
            "fetched": [], "load_error": 0, "store_error": 0, "bytes_read": 0,
@@ -76,8 +60,8 @@ def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, 
             if fpos < len(fetches):
                 ctx.set(dut.fetch.req.payload.addr, fetches[fpos])
             ctx.set(dut.fetch.resp.ready, rng.random() < fetch_p_ready)
-            await spad.step(ctx, dut.spad_wr, dut.spad_rd)
-            await acc.step(ctx, dut.acc_wr, dut.acc_rd)
+            spad.step(ctx, rd=dut.spad_rd, wr=dut.spad_wr)
+            acc.step(ctx, rd=dut.acc_rd, wr=dut.acc_wr)
             res["bytes_read"] += ctx.get(dut.bytes_read_inc)
             res["bytes_written"] += ctx.get(dut.bytes_written_inc)
             for op, unit in units.items():
@@ -110,8 +94,8 @@ def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, 
                 # Idle a few cycles to catch stray writes.
                 for _ in range(4):
                     await ctx.tick()
-                    await spad.step(ctx, dut.spad_wr, dut.spad_rd)
-                    await acc.step(ctx, dut.acc_wr, dut.acc_rd)
+                    spad.step(ctx, rd=dut.spad_rd, wr=dut.spad_wr)
+                    acc.step(ctx, rd=dut.acc_rd, wr=dut.acc_wr)
                 return
             if res["load_error"] or res["store_error"]:
                 if not busy and all(not waiting[op] or ctx.get(units[op].error) for op in units):
@@ -125,32 +109,6 @@ def run(cfg, instrs, slave, *, fetches=(), fetch_p_ready=1.0, max_cycles=20000, 
     sim.add_testbench(tb)
     sim.run()
     return res
-
-
-# ----------------------------------------------------------------- reference
-def expect_load(cfg, sram_rows, dram, f):
-    rb = cfg.spad_row_bytes if f["mem"] == Mem.SPAD else cfg.acc_row_bytes
-    rows = list(sram_rows)
-    for r in range(f["rows"]):
-        for c in range(f["chunks"]):
-            a = f["dram_addr"] + r * f["dram_stride"] + c * rb
-            rows[f["sram_addr"] + c * f["sram_chunk_stride"] + r] = int.from_bytes(dram[a:a + rb], "little")
-    return rows
-
-
-def expect_store(cfg, sram_rows, dram, f):
-    rb = cfg.spad_row_bytes if f["mem"] == Mem.SPAD else cfg.acc_row_bytes
-    dram = bytearray(dram)
-    for r in range(f["rows"]):
-        for c in range(f["chunks"]):
-            a = f["dram_addr"] + r * f["dram_stride"] + c * rb
-            dram[a:a + rb] = sram_rows[f["sram_addr"] + c * f["sram_chunk_stride"] + r].to_bytes(rb, "little")
-    return dram
-
-
-def dma(mem, dram_addr, dram_stride, rows, chunks, sram_addr, sram_chunk_stride):
-    return dict(mem=mem, dram_addr=dram_addr, dram_stride=dram_stride, rows=rows, chunks=chunks,
-                sram_addr=sram_addr, sram_chunk_stride=sram_chunk_stride)
 
 
 def check_clean(slave):

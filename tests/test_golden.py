@@ -10,10 +10,9 @@ from flashnpu.sw.asm import assemble, decode_word
 from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import GoldenNPU, NpuError, check
 from flashnpu.spec.isa import ErrorCode, Mem, Opcode, VectorFunct
-from flashnpu.spec.numerics import (
-    INT32_MAX, INT32_MIN, NEG_INF, P_SCALE, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant,
-    saturate_a, wrap32,
-)
+from flashnpu.spec.numerics import INT32_MAX, INT32_MIN, NEG_INF, P_SCALE, saturate_a, wrap32
+
+from support import vector_ref
 
 CONFIGS = ["tiny", "default"]
 
@@ -75,49 +74,7 @@ class Ref:
             self._vector(f)
 
     def _vector(self, f):
-        dim, fn = self.cfg.dim, VectorFunct(f["funct"])
-        for i in range(f["rows"]):
-            s = f["state_addr"] + i
-            if fn == VectorFunct.INIT:
-                self.M[s], self.L[s], self.F[s] = NEG_INF, 0, 0
-                continue
-            if fn == VectorFunct.RECIP:
-                self.F[s] = recip_fixed(self.L[s], f["mult"])
-                continue
-
-            def valid(c):
-                return c < f["kv_valid"] and (not f["causal"] or c <= i + f["causal_offset"])
-
-            arow = lambda b: f["acc_addr"] + b * f["acc_block_stride"] + i
-            srow = lambda b: f["spad_addr"] + b * f["spad_block_stride"] + i   # noqa: E731
-            if fn == VectorFunct.ROWMAX:
-                mx = NEG_INF
-                for b in range(f["blocks"]):
-                    for l in range(dim):
-                        if valid(b * dim + l):
-                            mx = max(mx, self.acc[arow(b)][l])
-                m = max(self.M[s], mx)
-                self.F[s] = exp2_fixed(exp_arg(self.M[s] - m, f["mult"], f["shift"]))
-                self.M[s] = m
-            elif fn == VectorFunct.EXP:
-                total = 0
-                for b in range(f["blocks"]):
-                    for l in range(dim):
-                        p = quant_p(exp2_fixed(exp_arg(self.acc[arow(b)][l] - self.M[s], f["mult"], f["shift"]))) \
-                            if valid(b * dim + l) else 0
-                        self.acc[arow(b)][l] = p       # in place over the scores
-                        total += p
-                self.L[s] = wrap32(mul_q15(self.L[s], self.F[s]) + total)
-            else:
-                for b in range(f["blocks"]):
-                    for l in range(dim):
-                        x = self.acc[arow(b)][l]
-                        if fn == VectorFunct.SCALE:
-                            self.acc[arow(b)][l] = wrap32(mul_q15(x, self.F[s]))
-                        elif fn == VectorFunct.OUTPUT:
-                            self.spad[srow(b)][l] = requant(x, self.F[s], f["shift"])
-                        else:
-                            self.spad[srow(b)][l] = requant(x, f["mult"], f["shift"])
+        vector_ref.execute(f, self.cfg.dim, self.acc, self.spad, self.M, self.L, self.F)
 
     def assert_equal(self, g: GoldenNPU):
         assert g.spad.tolist() == self.spad

@@ -14,6 +14,7 @@ from amaranth.sim import Simulator
 
 from support.axi_slave import Slave   # the AXI4 slave memory model (latency, errors, burst checks)
 from support.axil import LiteHost
+from support.programs import A_ADDR, C_ADDR, MX, PROG, W_ADDR, L, S, gemm_program
 
 from flashnpu.hw.axi import RESP_SLVERR
 from flashnpu.hw.npu import NPU
@@ -26,9 +27,6 @@ from flashnpu.spec.regmap import (COUNTERS, CONTROL_SOFT_RESET, CONTROL_START, N
                                 STATUS_CODE_SHIFT, STATUS_DONE, STATUS_ERROR, STATUS_QUIET)
 
 TINY = load_config("tiny")
-PROG = 0x800
-A_ADDR, W_ADDR, C_ADDR = 0x1000, 0x1100, 0x1200
-L, S, MX = 1 << Queue.LOAD, 1 << Queue.STORE, 1 << Queue.MATRIX
 
 
 def _outputs(iface):
@@ -96,25 +94,6 @@ class Bench:
 
 def dram_image(slave):
     return np.frombuffer(bytes(slave.mem), dtype=np.uint8)
-
-
-def gemm_program(m, k, n):
-    """LOAD A (m x k), LOAD W (k x n) into the scratchpad, MATMUL into the accumulator, STORE C (m x n)."""
-    d = TINY.dim
-    kc, nb = k // d, n // d
-    w_base = kc * m                          # A: chunk c of row r at spad[c*m + r]; W after it
-    return [
-        encode_word(Opcode.LOAD, mem=Mem.SPAD, dram_addr=A_ADDR, dram_stride=k, rows=m, chunks=kc,
-                    sram_addr=0, sram_chunk_stride=m),
-        encode_word(Opcode.LOAD, signal=MX, mem=Mem.SPAD, dram_addr=W_ADDR, dram_stride=n, rows=k,
-                    chunks=nb, sram_addr=w_base, sram_chunk_stride=k),
-        encode_word(Opcode.MATMUL, wait=L, signal=S, m_rows=m, k_chunks=kc, n_blocks=nb,
-                    a_addr=0, a_kstride=m, w_addr=w_base, w_kstride=d, w_nstride=k,
-                    out_addr=0, out_nstride=m),
-        encode_word(Opcode.STORE, wait=MX, mem=Mem.ACC, dram_addr=C_ADDR, dram_stride=4 * n, rows=m,
-                    chunks=nb, sram_addr=0, sram_chunk_stride=m),
-        encode_word(Opcode.HALT),
-    ]
 
 
 @pytest.mark.parametrize("changes", [

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from flashnpu.spec.numerics import (
-    A_WIDE_BITS, EXP_ARG_MIN, EXP_FRAC, INT32_MAX, INT32_MIN, MAX_SEQ_K, ONE_Q15, P_BITS, P_SCALE,
+    EXP_ARG_MIN, EXP_FRAC, INT32_MAX, INT32_MIN, MAX_SEQ_K, ONE_Q15, P_BITS, P_SCALE,
     RECIP_MULT_LIMIT, RECIP_SHIFT, exp2_fixed, exp_arg, fold_scale, mul_q15, quant_p, recip_fixed, requant,
     round_shift, saturate, saturate_a, wrap32,
 )
+
+from support import vector_ref
 
 rng = random.Random(2024)
 
@@ -116,10 +118,11 @@ def test_quant_p_exact():
 
 
 def test_p_fits_the_wide_a_operand():
-    """P is 11 bits (0..2047); the 12-bit signed A operand holds every p, so saturate_a leaves it alone."""
+    """Every P (quant_p of every UQ1.15 exp) is in 0..P_SCALE, P_BITS wide, and the signed A_WIDE_BITS
+    operand holds it: saturate_a leaves it alone."""
     p = quant_p(np.arange(ONE_Q15 + 1))
-    assert (P_SCALE, P_BITS, A_WIDE_BITS) == (2047, 11, 12)
-    assert p.min() == 0 and p.max() == P_SCALE < 1 << P_BITS
+    assert p.min() == 0 and p.max() == P_SCALE
+    assert int(p.max()).bit_length() == P_BITS
     assert np.array_equal(saturate_a(p), p)
     assert len(np.unique(p)) == P_SCALE + 1                    # every level is used
 
@@ -131,11 +134,31 @@ def test_saturate_a():
     assert saturate_a(np.array(xs)).tolist() == [saturate_a(x) for x in xs]
 
 
+def _pv_accumulate(keys, v, factor):
+    """O after ``keys`` keys of the largest P times ``v``, SCALEd by ``factor`` before each: (wrapped, exact)."""
+    row = vector_ref.RowState(m=0)
+    (p,) = row.exp([0], [1], 1, 0)            # a score equal to the running max: the largest P
+    o_wrapped = o_exact = 0
+    for _ in range(keys):
+        o_wrapped = wrap32(vector_ref.scale(o_wrapped, factor) + p * v)
+        o_exact = mul_q15(o_exact, factor) + p * v
+    return o_wrapped, o_exact
+
+
 def test_pv_sum_fits_int32_up_to_max_seq_k():
-    """The attention output accumulator: seq_k * max p * max |v| (+ 1/2 per SCALE) stays in INT32."""
-    assert MAX_SEQ_K * P_SCALE * 128 + MAX_SEQ_K <= INT32_MAX
-    assert (2 * MAX_SEQ_K) * P_SCALE * 128 > INT32_MAX         # the limit is not loose by 2x
-    assert MAX_SEQ_K * P_SCALE < 1 << 24                          # L, and the reciprocal's precision
+    """The attention output accumulator over MAX_SEQ_K keys of the largest P and |v|, SCALEd before
+    every key, does not wrap INT32; over twice as many it does (the limit is not loose by 2x). The
+    row sum L of MAX_SEQ_K largest P stays below 2**24 (the reciprocal's precision)."""
+    for v in (-128, 127):
+        for factor in (ONE_Q15, ONE_Q15 - 1):
+            wrapped, exact = _pv_accumulate(MAX_SEQ_K, v, factor)
+            assert wrapped == exact, (v, factor)
+    wrapped, exact = _pv_accumulate(2 * MAX_SEQ_K, -128, ONE_Q15)
+    assert wrapped != exact
+    row = vector_ref.RowState(m=0, l=0, f=ONE_Q15)
+    for _ in range(MAX_SEQ_K // 64):           # 64-key blocks
+        row.exp([0] * 64, [1] * 64, 1, 0)
+    assert row.l == MAX_SEQ_K * P_SCALE and row.l < 1 << 24
 
 
 @pytest.mark.parametrize("fbits", [15, 16, 32, 47, 48])

@@ -468,7 +468,7 @@ def dma_fetch_takes(cfg, n, lat):
 
     Units always ready, 1-cycle instructions. Returns the take cycles (start in cycle 0).
     """
-    from test_dma_engine import Slave
+    from support.axi_slave import Slave
     top = _SeqDma(cfg)
     words = [instr(Queue.MATRIX if pc % 2 else Queue.VECTOR, pc) for pc in range(n)] + [HALT]
     slave = Slave(cfg, lat=(lat, lat))

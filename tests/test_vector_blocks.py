@@ -14,9 +14,10 @@ from flashnpu.hw.vector_reciprocal import VectorReciprocal
 from flashnpu.hw.vector_row_state import StateReadSignature, VectorRowState
 from flashnpu.spec.config import load_config
 from flashnpu.spec.isa import VectorFunct
-from flashnpu.spec.numerics import (NEG_INF, exp2_fixed, exp_arg, mul_q15, quant_p, recip_fixed, requant,
-                                    round_shift, wrap32)
+from flashnpu.spec.numerics import NEG_INF
 from flashnpu.spec.timing import timing
+
+from support import vector_ref
 
 TINY = load_config("tiny")
 T = timing(TINY)
@@ -121,7 +122,7 @@ def test_lanes_latencies_and_values():
                     ctx.set(dut.elem.payload.mask[l], e["mask"][l])
             if 1 <= c <= len(ins):
                 e = ins[c - 1]
-                mx = max([v for v, k in zip(e["x"], e["mask"]) if k] or [NEG_INF])
+                mx = vector_ref.masked_max(e["x"], e["mask"])
                 assert ctx.get(dut.rowmax.valid) == e["valid"]
                 assert ctx.get(dut.rowmax.payload.first) == e["first"]
                 assert ctx.get(dut.rowmax.payload.max) == mx
@@ -129,14 +130,13 @@ def test_lanes_latencies_and_values():
                 e = ins[c - out_lat]
                 assert ctx.get(dut.requant.valid) == e["valid"]
                 for l in range(dim):
-                    y = round_shift(e["x"][l] * e["factor"], rshift)
-                    assert s32(ctx.get(dut.requant.payload.w[l])) == wrap32(y)
+                    w = vector_ref.rounded_product(e["x"][l], e["factor"], rshift)
+                    assert s32(ctx.get(dut.requant.payload.w[l])) == w
                     q = ctx.get(dut.requant.payload.q[l])
-                    assert q - 256 * (q >> 7) == requant(e["x"][l], e["factor"], rshift)
+                    assert q - 256 * (q >> 7) == vector_ref.output(e["x"][l], e["factor"], rshift)
             if c >= exp_lat:
                 e = ins[c - exp_lat]
-                ps = [quant_p(exp2_fixed(exp_arg(v - e["m"], mult, shift))) if k else 0
-                      for v, k in zip(e["x"], e["mask"])]
+                ps = [vector_ref.exp_p(v, e["m"], mult, shift) if k else 0 for v, k in zip(e["x"], e["mask"])]
                 assert ctx.get(dut.exp.valid) == e["valid"] and ctx.get(dut.exp.payload.first) == e["first"]
                 assert [ctx.get(dut.exp.payload.p[l]) for l in range(dim)] == ps
                 assert ctx.get(dut.exp.payload.sum) == sum(ps)
@@ -179,16 +179,18 @@ def test_row_state_updates():
                     seen.setdefault(op, ctx.get(dut.elem_rd.data.m))
                 await ctx.tick()
 
-        # ROWMAX: blocks with maxima -7000 then -4000: m = max(M0, -4000) = -4000.
+        # ROWMAX over two blocks with maxima -7000 then -4000; the reference takes the row's max.
+        want = vector_ref.RowState(M0, L0, F0)
         await element(0, 1, 0, F.ROWMAX, rowmax=-7000)
         await element(0, 0, 1, F.ROWMAX, rowmax=-4000)
-        assert s32(ctx.get(dut.state_m.data[3])) == -4000
-        assert ctx.get(dut.state_f.data[3]) == exp2_fixed(exp_arg(M0 + 4000, mult, shift))
-        f1 = ctx.get(dut.state_f.data[3])
-        # EXP: two blocks summing 100 + 250.
+        want.rowmax(max(-7000, -4000), mult, shift)
+        assert s32(ctx.get(dut.state_m.data[3])) == want.m
+        assert ctx.get(dut.state_f.data[3]) == want.f
+        # EXP: two blocks whose P sum to 100 + 250.
         await element(0, 1, 0, F.EXP, psum=100)
         await element(0, 0, 1, F.EXP, psum=250)
-        assert s32(ctx.get(dut.state_l.data[3])) == wrap32(mul_q15(L0, f1) + 350)
+        want.l = vector_ref.l_update(want.l, want.f, 100 + 250)
+        assert s32(ctx.get(dut.state_l.data[3])) == want.l
         assert seen[F.ROWMAX] & M32 == M0 & M32
         # RECIP writes F through recip_wr; its read wins over the element read.
         ctx.set(dut.recip_wr.valid, 1)
@@ -241,5 +243,5 @@ def test_reciprocal_rows_back_to_back():
                 ctx.set(dut.start.valid, 0)
 
         run(dut, tb)
-        assert writes == [(t.recip_start + (r + 1) * t.recip_row_cycles, 9 + r, recip_fixed(L[9 + r], 50000),
+        assert writes == [(t.recip_start + (r + 1) * t.recip_row_cycles, 9 + r, vector_ref.recip(L[9 + r], 50000),
                            int(r == 3)) for r in range(4)]

@@ -4,7 +4,7 @@ The testbench models the accumulator and scratchpad SRAMs in Python (read data
 the cycle after ``en``, held while ``en`` is low, a same-cycle write not yet
 visible), preloads the unit's state memories, streams instructions and checks:
 the final accumulator, scratchpad and state against ``ref_vector`` (the loops
-of docs/architecture.md, written here with spec/numerics.py functions) and
+of docs/architecture.md on spec/numerics.py functions, tests/support/vector_ref.py) and
 against ``GoldenNPU``; every take/done cycle against the cycle model of
 docs/vector_unit.md; ``error`` always 0 and ``busy`` exactly while in flight.
 """
@@ -21,8 +21,9 @@ from flashnpu.sw.perfmodel import scale_stall_cycles, vector_cycles
 from flashnpu.spec.config import load_config
 from flashnpu.sw.golden import GoldenNPU
 from flashnpu.spec.isa import Opcode, VectorFunct, decode, encode
-from flashnpu.spec.numerics import (INT32_MAX, INT32_MIN, NEG_INF, P_SCALE, exp2_fixed, exp_arg, mul_q15,
-                                  quant_p, recip_fixed, requant, wrap32)
+from flashnpu.spec.numerics import INT32_MAX, INT32_MIN, NEG_INF, P_SCALE, wrap32
+
+from support import vector_ref
 
 TINY = load_config("tiny")
 DEFAULT = load_config("default")
@@ -49,51 +50,9 @@ class State:
         return c
 
 
-def valid(f, i, c):
-    return c < f["kv_valid"] and (not f["causal"] or c <= i + f["causal_offset"])
-
-
 def ref_vector(st, f):
-    """One VECTOR instruction, element by element, in the order of docs/architecture.md."""
-    dim = st.dim
-    for i in range(f["rows"]):
-        s = f["state_addr"] + i
-        fn = f["funct"]
-        if fn == F.INIT:
-            st.M[s], st.L[s], st.F[s] = NEG_INF, 0, 0
-            continue
-        if fn == F.RECIP:
-            st.F[s] = recip_fixed(st.L[s], f["mult"])
-            continue
-        if fn == F.ROWMAX:
-            mx = NEG_INF
-            for b in range(f["blocks"]):
-                row = st.acc[f["acc_addr"] + b * f["acc_block_stride"] + i]
-                for l in range(dim):
-                    if valid(f, i, b * dim + l):
-                        mx = max(mx, int(row[l]))
-            mnew = max(st.M[s], mx)
-            st.F[s] = exp2_fixed(exp_arg(st.M[s] - mnew, f["mult"], f["shift"]))
-            st.M[s] = mnew
-            continue
-        total = 0
-        for b in range(f["blocks"]):
-            a = f["acc_addr"] + b * f["acc_block_stride"] + i
-            sp = f["spad_addr"] + b * f["spad_block_stride"] + i
-            row = [int(v) for v in st.acc[a]]
-            if fn == F.EXP:
-                out = [quant_p(exp2_fixed(exp_arg(row[l] - st.M[s], f["mult"], f["shift"])))
-                       if valid(f, i, b * dim + l) else 0 for l in range(dim)]
-                total += sum(out)
-                st.acc[a] = out                 # in place over the scores
-            elif fn == F.SCALE:
-                st.acc[a] = [wrap32(mul_q15(v, st.F[s])) for v in row]
-            elif fn == F.OUTPUT:
-                st.spad[sp] = [requant(v, st.F[s], f["shift"]) for v in row]
-            else:
-                st.spad[sp] = [requant(v, f["mult"], f["shift"]) for v in row]
-        if fn == F.EXP:
-            st.L[s] = wrap32(mul_q15(st.L[s], st.F[s]) + total)
+    """One VECTOR instruction, element by element (tests/support/vector_ref.py)."""
+    vector_ref.execute(f, st.dim, st.acc, st.spad, st.M, st.L, st.F)
 
 
 def scale_stalls(cfg, f):
@@ -393,26 +352,24 @@ def test_gaps_and_back_to_back():
 
 
 def online_softmax_model(s_tiles, v_tiles, kv_valid, mult, shift, out_mult, out_shift):
-    """Two-tile online softmax + P@V with numpy, built only from spec/numerics.py functions."""
+    """Two-tile online softmax + P@V, row by row on the shared row-state reference."""
     rows = s_tiles[0].shape[0]
-    M = np.full(rows, NEG_INF, dtype=np.int64)
-    L = np.zeros(rows, dtype=np.int64)
+    state = [vector_ref.RowState() for _ in range(rows)]
     O = np.zeros((rows, v_tiles[0].shape[1]), dtype=np.int64)
     cols0 = 0
     for s, v in zip(s_tiles, v_tiles):
-        c = cols0 + np.arange(s.shape[1])
-        ok = np.broadcast_to(c < kv_valid, s.shape)
-        mx = np.where(ok, s, NEG_INF).max(axis=1)
-        m = np.maximum(M, mx)
-        alpha = exp2_fixed(exp_arg(M - m, mult, shift))
-        M = m
-        p = np.where(ok, quant_p(exp2_fixed(exp_arg(s - M[:, None], mult, shift))), 0)
-        L = wrap32(mul_q15(L, alpha) + p.sum(axis=1))
-        O = wrap32(mul_q15(O, alpha[:, None]))
+        ok = cols0 + np.arange(s.shape[1]) < kv_valid
+        p = np.zeros_like(s)
+        for r, row in enumerate(state):
+            row.rowmax(vector_ref.masked_max(s[r], ok), mult, shift)
+            p[r] = row.exp(s[r], ok, mult, shift)
+            O[r] = [vector_ref.scale(x, row.f) for x in O[r]]
         O = wrap32(O + p @ v)
         cols0 += s.shape[1]
-    Fr = recip_fixed(L, out_mult)
-    return requant(O, Fr[:, None], out_shift), M, L, Fr, p
+    for row in state:
+        row.recip(out_mult)
+    out = np.array([[vector_ref.output(x, row.f, out_shift) for x in O[r]] for r, row in enumerate(state)])
+    return out, [row.m for row in state], [row.l for row in state], [row.f for row in state], p
 
 
 @pytest.mark.parametrize("cfg", [TINY, DEFAULT], ids=["tiny", "default"])
@@ -468,16 +425,21 @@ def test_online_softmax_two_tiles(cfg):
 
 
 def test_recip_radix_from_config():
-    """``divider_bits_per_cycle`` of the config sets the divider: 4 bits per cycle, 12 cycles per row."""
-    cfg = TINY.replace(name="radix16", divider_bits_per_cycle=4)
-    assert timing(cfg).recip_row_cycles == 12
-    rng = random.Random(41)
-    st = State(cfg)
-    rand_state(rng, st, range(cfg.vector_state_rows))
-    words = [vword(funct=F.RECIP, rows=5, blocks=1, state_addr=3, mult=(1 << 16) - 1),
-             vword(funct=F.RECIP, rows=1, blocks=1, state_addr=0, mult=7)]
-    times = run_and_check(cfg, st, words)
-    assert [d - t for t, d in times] == [2 + 5 * 12, 2 + 12]
+    """``divider_bits_per_cycle`` of the config sets the divider: a row of RECIP takes fewer cycles at
+    4 bits per cycle than at TINY's 2, as many as the timing model says."""
+    per_row = {}
+    for cfg in (TINY, TINY.replace(name="radix16", divider_bits_per_cycle=4)):
+        rng = random.Random(41)
+        st = State(cfg)
+        rand_state(rng, st, range(cfg.vector_state_rows))
+        words = [vword(funct=F.RECIP, rows=5, blocks=1, state_addr=3, mult=(1 << 16) - 1),
+                 vword(funct=F.RECIP, rows=1, blocks=1, state_addr=0, mult=7)]
+        (t5, d5), (t1, d1) = run_and_check(cfg, st, words)
+        extra = (d5 - t5) - (d1 - t1)              # four more rows
+        assert extra % 4 == 0
+        per_row[cfg.divider_bits_per_cycle] = extra // 4
+        assert per_row[cfg.divider_bits_per_cycle] == timing(cfg).recip_row_cycles
+    assert per_row[4] < per_row[2]
 
 
 def test_random_sequence_vs_golden():

@@ -1,1 +1,1 @@
-"""Test-side models shared by the test files: AXI4 slave memory, AXI4-Lite host."""
+"""Test-side models shared by the test files: AXI4 slave memory, AXI4-Lite host, vector-unit reference."""
