@@ -435,6 +435,7 @@ COLUMNS = (
     ("DMA busy load/store", lambda r: f"{r['load_busy']:.1%} / {r['store_busy']:.1%}"),
     ("DMA bytes vs min", _dma),
     ("bottleneck", lambda r: r.get("bottleneck")),
+    ("MACs/cycle per 1k LUT4", lambda r: None if r.get("macs_per_klut") is None else f"{r['macs_per_klut']:.2f}"),
     ("bit-exact", lambda r: "yes" if r["bit_exact"] else "NO"),
     ("sim wall", lambda r: f"{r['sim_wall_s']:.1f} s"),
 )
@@ -453,6 +454,33 @@ def markdown_table(rows) -> str:
     return "\n".join(lines)
 
 
+def area_of(cfg) -> dict | None:
+    """The config's ECP5 area from the synthesis cache (``flashnpu synth``), or None: nothing is synthesized here."""
+    from flashnpu.synth import cached_area
+    res = cached_area(cfg)
+    if res is None:
+        return None
+    return {"LUT4": res.total["LUT4"], "FF": res.total["FF"], "DSP": res.total["DSP"], "BRAM": res.total["BRAM"],
+            "key": res.key, "black_boxes": res.black_boxes}
+
+
+def add_area(row: dict, area: dict | None) -> dict:
+    """Area-normalized throughput: useful MACs per RTL cycle per 1,000 LUT4 of the cached synthesis."""
+    row["macs_per_klut"] = None if area is None else row["macs_useful"] / row["rtl_cycles"] / (area["LUT4"] / 1000)
+    return row
+
+
+def _area_note(result: dict) -> str:
+    a = result.get("area")
+    cmd = f"flashnpu synth --config {result['config']} --target ecp5"
+    if a is None:
+        return f"Area: no cached synthesis of {result['config']} (run `{cmd} --srams blackbox`, or without it)."
+    what = (f"logic only, SRAM banks {', '.join(a['black_boxes'])} not synthesized" if a["black_boxes"]
+            else "SRAM banks included")
+    return (f"Area: ECP5 {a['LUT4']:,} LUT4, {a['FF']:,} FF, {a['DSP']} DSP, {a['BRAM']} DP16KD ({what}; "
+            f"cache key `{a['key']}`, `{cmd}`). FPGA LUTs, not ASIC area: docs/synthesis.md.")
+
+
 def _machine() -> str:
     return f"{platform.node() or 'host'}, {os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
 
@@ -466,7 +494,7 @@ def render(result: dict) -> str:
              + f". RTL: Verilated NPU with the HDL DRAM, latency {result['lat']}; "
              f"total wall time {result['wall_s']:.0f} s (Verilator build included)"
              + (f", model columns re-predicted {result['repredicted']}" if result.get("repredicted") else "")
-             + ".", "", markdown_table(rows), ""]
+             + ".", "", markdown_table(rows), "", _area_note(result), ""]
     missed = [r for r in rows if r.get("target_met") is False]
     met = [r for r in rows if r.get("target_met")]
     if met or missed:
@@ -514,12 +542,13 @@ def run_bench(config="default", output="build/bench", *, full: bool = False, onl
               "not_run": [c.name for c in SUITE if c.full_only and not args.full]}
     mem = suite_mem_bytes(cfg)
     t0 = time.perf_counter()
+    result["area"] = area_of(cfg)
     result["tool_speed"] = measure_tool_speed(cfg)
     for t in result["tool_speed"]:
         print(f"[bench] {t['name']}: {t['seconds']:.3f} s (target <{t['target_s']} s)", flush=True)
     for case in cases:
         print(f"[bench] {case.name} ...", flush=True)
-        row = run_case(case, cfg, mem_size=mem)
+        row = add_area(run_case(case, cfg, mem_size=mem), result["area"])
         result["rows"].append(row)
         result["wall_s"] = time.perf_counter() - t0
         build = "" if row["build_cached"] else f" (after a {row['build_s']:.0f} s Verilator build)"
@@ -548,7 +577,8 @@ def _cli_reuse(args, cfg, out: Path) -> int:
     result = json.loads(src.read_text())
     if result.get("config") != cfg.name:
         raise ValueError(f"--reuse: {src} holds config {result.get('config')!r}, not {cfg.name!r}")
-    result["rows"] = [add_model(r, cfg) if not args.only or args.only in r["name"] else r
+    result["area"] = area_of(cfg)
+    result["rows"] = [add_area(add_model(r, cfg) if not args.only or args.only in r["name"] else r, result["area"])
                       for r in result["rows"]]
     result["repredicted"] = time.strftime("%Y-%m-%d %H:%M %Z")
     return _finish(args, cfg, out, result)

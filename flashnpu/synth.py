@@ -36,7 +36,7 @@ from pathlib import Path
 
 __all__ = ["SynthError", "ECP5_PARTS", "TARGETS", "SRAM_INSTANCES", "split_modules", "merge_identical", "black_box",
            "synthesize",
-           "synthesize_config", "report_md"]
+           "synthesize_config", "cached_area", "report_md"]
 
 TARGETS = ("generic", "ecp5")
 
@@ -372,8 +372,11 @@ def _block_rows(top, texts, count, canon, hier):
 
 def synthesize(component, name: str, *, target: str = "generic", pnr: bool = False, freq_mhz: float = 100.0,
                out_dir: str | Path = "build/synth", timeout_s: float = 1800.0, progress: bool = True,
-               black_boxes: tuple = (), parallel: int | None = None) -> SynthResult:
-    """Synthesize ``component`` (top module ``name``) for ``target``; place and route too with ``pnr``.
+               black_boxes: tuple = (), parallel: int | None = None, cached_only: bool = False) -> SynthResult | None:
+    """Synthesize ``component`` (or its RTLIL text; top module ``name``) for ``target``; place and route
+    too with ``pnr``.
+
+    ``cached_only``: return the cached result, or None; never run the tools.
 
     ``black_boxes``: names of the top's instances left out: their modules (so every instance of the
     same module) become black boxes whose cells count 0; their declared SRAM bits are still reported.
@@ -387,7 +390,8 @@ def synthesize(component, name: str, *, target: str = "generic", pnr: bool = Fal
     if pnr and black_boxes:
         raise SynthError(f"pnr: place-and-route needs every block synthesized, not black boxes {list(black_boxes)}")
     t0 = time.monotonic()
-    modules = split_modules(rtlil.convert(component, name=name, emit_src=False))
+    text = component if isinstance(component, str) else rtlil.convert(component, name=name, emit_src=False)
+    modules = split_modules(text)
     top = f"\\{name}"
     texts, count, canon = merge_identical(modules, top)
     boxed = {}
@@ -414,6 +418,8 @@ def synthesize(component, name: str, *, target: str = "generic", pnr: bool = Fal
     if (cache / "result.json").exists():
         data = json.loads((cache / "result.json").read_text())
         return SynthResult(**data, cached=True)
+    if cached_only:
+        return None
 
     # Each module's result (stats, mapped netlist, mapper) is cached on its own, so a config that
     # changes one block (a sweep point) maps only that block again.
@@ -510,6 +516,25 @@ def synthesize_config(config, *, srams: str = "map", **kw) -> SynthResult:
     res = synthesize(NPU(cfg), "npu", black_boxes=SRAM_INSTANCES if srams == "blackbox" else (), **kw)
     res.name = cfg.name
     return res
+
+
+def cached_area(config, *, target: str = "ecp5", out_dir: str | Path = "build/synth") -> SynthResult | None:
+    """The cached synthesis of ``config`` for ``target``: with its SRAMs mapped if there is one, else
+    the logic alone (``srams="blackbox"``), else None. Runs no tools (the bench's area column)."""
+    tries = [("map", True), ("map", False), ("blackbox", False)] if target == "ecp5" else \
+        [("map", False), ("blackbox", False)]
+    from amaranth.back import rtlil
+    from flashnpu.hw.npu import NPU
+    from flashnpu.spec.config import load_config
+    cfg = load_config(config)
+    text = rtlil.convert(NPU(cfg), name="npu", emit_src=False)
+    for srams, pnr in tries:
+        res = synthesize(text, "npu", target=target, pnr=pnr, out_dir=out_dir, cached_only=True,
+                         black_boxes=SRAM_INSTANCES if srams == "blackbox" else ())
+        if res is not None:
+            res.name = cfg.name
+            return res
+    return None
 
 
 def report_md(res: SynthResult) -> str:

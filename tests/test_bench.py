@@ -97,13 +97,24 @@ def test_table_has_every_column():
     table = bench.markdown_table(rows).splitlines()
     head = table[0]
     for col in ("RTL cycles", "model cycles", "model err", "PE util", "target", "vector busy",
-                "DMA busy", "DMA bytes vs min", "bottleneck", "bit-exact", "sim wall"):
+                "DMA busy", "DMA bytes vs min", "bottleneck", "MACs/cycle per 1k LUT4", "bit-exact", "sim wall"):
         assert col in head
     assert len(table) == 2 + len(rows)
     assert all(line.count("|") == head.count("|") for line in table)
 
 
-def test_reuse_repredicts_and_flags_changed_programs(tmp_path):
+def test_area_column_is_useful_macs_per_cycle_per_1k_lut4():
+    row = {"macs_useful": 1_000_000, "rtl_cycles": 10_000}
+    area = {"LUT4": 50_000, "FF": 1, "DSP": 2, "BRAM": 3, "key": "k", "black_boxes": ["npu.spad", "npu.acc"]}
+    assert bench.add_area(dict(row), area)["macs_per_klut"] == 100 / 50
+    assert bench.add_area(dict(row), None)["macs_per_klut"] is None
+    note = bench._area_note({"config": "default", "area": area})
+    assert "50,000 LUT4" in note and "logic only" in note and "npu.spad" in note
+    assert "no cached synthesis" in bench._area_note({"config": "default", "area": None})
+
+
+def test_reuse_repredicts_and_flags_changed_programs(tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "area_of", lambda cfg: None)   # its lookup is flashnpu.synth's (test_synth)
     rows = [model_row(case("attn-s256-d64")), model_row(case("gemm-256x256x256"))]
     rows[1]["program_hash"] = "0" * 16          # as if the compiler had changed since the RTL run
     (tmp_path / "bench.json").write_text(json.dumps(_result(rows)))

@@ -52,12 +52,15 @@ def test_identical_modules_merge_and_are_counted():
 
 
 def test_pe_synthesizes_to_its_registers_and_one_dsp_and_is_cached(tmp_path):
+    assert synth.synthesize(ProcessingElement(), "pe", target="ecp5", out_dir=tmp_path, cached_only=True) is None
     res = synth.synthesize(ProcessingElement(), "pe", target="ecp5", out_dir=tmp_path, progress=False)
     assert res.total["FF"] == PE_REGISTER_BITS
     assert res.total["DSP"] == 1                 # the 12x8 multiply is one MULT18X18D
     assert res.total["LUT4"] > 0 and not res.cached
     again = synth.synthesize(ProcessingElement(), "pe", target="ecp5", out_dir=tmp_path, progress=False)
     assert again.cached and again.total == res.total
+    only = synth.synthesize(ProcessingElement(), "pe", target="ecp5", out_dir=tmp_path, cached_only=True)
+    assert only.cached and only.key == res.key
     # no half-written entry: the result, and the one module's mapping
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted([res.key, "modules"])
     assert len(list((tmp_path / "cache" / "modules").iterdir())) == 1
