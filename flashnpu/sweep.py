@@ -29,6 +29,7 @@ A space file::
       - {name: gemm, kind: gemm, M: 128, N: 128, K: 128}
     check: {seq: 32, M: 16, N: 16, K: 16}   # the small golden instance (optional; these are the defaults)
     synth: ecp5                     # ecp5, generic or none
+    synth_srams: map                # map (the banks synthesized) or blackbox (the logic alone, minutes)
     synth_timeout_s: 1800
 """
 
@@ -51,7 +52,8 @@ __all__ = ["SweepError", "SweepSpace", "SWEEPS_DIR", "load_space", "evaluate_poi
            "make_executor", "report_md"]
 
 SWEEPS_DIR = CONFIG_DIR / "sweeps"
-_SPACE_KEYS = {"base", "grid", "workloads", "check", "synth", "synth_timeout_s"}
+_SPACE_KEYS = {"base", "grid", "workloads", "check", "synth", "synth_srams", "synth_timeout_s"}
+_SRAMS = ("map", "blackbox")
 _SYNTH = ("ecp5", "generic", "none")
 _CHECK_DEFAULTS = {"seq": 32, "M": 16, "N": 16, "K": 16}
 _WORKLOAD_KEYS = {"attention": {"name", "kind", "seq", "seq_q", "seq_k", "head_dim", "heads", "kv_heads",
@@ -72,6 +74,7 @@ class SweepSpace:
     workloads: list                 # [dict], each with "name" and "kind"
     check: dict = field(default_factory=lambda: dict(_CHECK_DEFAULTS))
     synth: str = "ecp5"
+    synth_srams: str = "map"
     synth_timeout_s: float = 1800.0
 
 
@@ -184,11 +187,14 @@ def load_space(path_or_name) -> SweepSpace:
     synth = data.get("synth", "ecp5")
     if synth not in _SYNTH:
         raise SweepError(f"{p}: synth = {synth!r}: must be one of {', '.join(_SYNTH)}")
+    srams = data.get("synth_srams", "map")
+    if srams not in _SRAMS:
+        raise SweepError(f"{p}: synth_srams = {srams!r}: must be one of {', '.join(_SRAMS)}")
     timeout = data.get("synth_timeout_s", 1800.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
         raise SweepError(f"{p}: synth_timeout_s = {timeout!r}: must be a positive number of seconds")
     return SweepSpace(name=p.stem, base=base.name, points=points, workloads=workloads, check=check,
-                      synth=synth, synth_timeout_s=float(timeout))
+                      synth=synth, synth_srams=srams, synth_timeout_s=float(timeout))
 
 
 # --------------------------------------------------------------- one point
@@ -213,7 +219,7 @@ def _golden_check(spec: dict, check: dict, cfg) -> dict:
 
 
 def evaluate_point(name: str, cfg_dict: dict, workloads: list, check: dict, synth: str, synth_timeout_s: float,
-                   synth_dir: str) -> dict:
+                   synth_dir: str, synth_srams: str = "map") -> dict:
     """Score one config: model, golden check and synthesis. Runs in a worker (arguments are plain data)."""
     from flashnpu.sw.compiler import compile_workload
     from flashnpu.sw.perfmodel import predict
@@ -238,8 +244,11 @@ def evaluate_point(name: str, cfg_dict: dict, workloads: list, check: dict, synt
     if synth != "none":
         from flashnpu.synth import SynthError, synthesize_config
         try:
-            res = synthesize_config(cfg, target=synth, out_dir=synth_dir, timeout_s=synth_timeout_s, progress=False)
-            row["area"] = {"target": synth, **res.total, "cached": res.cached, "seconds": res.seconds}
+            # One yosys at a time per point: the executor already runs one point per core.
+            res = synthesize_config(cfg, srams=synth_srams, target=synth, out_dir=synth_dir,
+                                    timeout_s=synth_timeout_s, progress=False, parallel=1)
+            row["area"] = {"target": synth, "srams": synth_srams, **res.total, "cached": res.cached,
+                           "seconds": res.seconds}
         except SynthError as e:
             row["errors"].append(f"synthesis: {' '.join(str(e).split())}")
     row["seconds"] = round(time.monotonic() - t0, 1)
@@ -349,7 +358,7 @@ def run_sweep(space: SweepSpace, out_dir="build/sweep", *, dask: str | None = No
     rows = []
     try:
         futs = {ex.submit(evaluate_point, name, cfg.to_dict(), space.workloads, space.check, space.synth,
-                          space.synth_timeout_s, str(Path(synth_dir).resolve())): name
+                          space.synth_timeout_s, str(Path(synth_dir).resolve()), space.synth_srams): name
                 for name, _, cfg in space.points}
         for f in tqdm(cf.as_completed(futs), total=len(futs), desc=f"sweep {space.name}", disable=not progress):
             rows.append(f.result())
@@ -357,7 +366,9 @@ def run_sweep(space: SweepSpace, out_dir="build/sweep", *, dask: str | None = No
         close()
     order = {name: i for i, (name, _, _) in enumerate(space.points)}
     rows.sort(key=lambda r: order[r["point"]])
-    result = {"space": space.name, "base": space.base, "synth": space.synth,
+    synth = space.synth if space.synth == "none" or space.synth_srams == "map" else \
+        f"{space.synth}, SRAM banks not synthesized (logic only)"
+    result = {"space": space.name, "base": space.base, "synth": synth,
               "workloads": [w["name"] for w in space.workloads], "rows": rows,
               "executor": f"dask {dask}" if dask else "a process pool",
               "seconds": round(time.monotonic() - t0, 1)}

@@ -50,6 +50,7 @@ def test_grid_is_the_cartesian_product(tmp_path):
     (("M: 32,", "M: 32, Q: 1,"), r"workloads\[1\]: unknown key 'Q'"),
     (("check: {seq: 16,", "check: {len: 3, seq: 16,"), "check: unknown key 'len'"),
     (("synth: none", "synth: none\nextra: 1"), "unknown key 'extra'"),
+    (("synth: none", "synth: none\nsynth_srams: flops"), "synth_srams = 'flops'"),
 ])
 def test_bad_space_gets_one_line_naming_the_field(tmp_path, edit, message):
     with pytest.raises(sweep.SweepError, match=message) as e:
