@@ -100,6 +100,8 @@ class NPUConfig:
     inflight_depth: int = 8
     #: Quotient bits per cycle of the RECIP divider (1 = radix 2, 2 = radix 4, ...).
     divider_bits_per_cycle: int = 2
+    #: RECIP dividers working on successive rows at once (round robin): more rows per cycle.
+    recip_dividers: int = 8
     #: STORE bursts whose AW went out and whose W beats are not all sent (burst-length FIFO).
     store_burst_fifo_depth: int = 4
 
@@ -231,8 +233,13 @@ class NPUConfig:
             fail("fetch_depth", "must be between 2 and 32")
         if not 2 <= self.inflight_depth <= 32:
             fail("inflight_depth", "must be between 2 and 32")
-        if not 1 <= self.divider_bits_per_cycle <= 48:
-            fail("divider_bits_per_cycle", "must be between 1 and 48 (a division has 48 quotient bits)")
+        from flashnpu.spec.timing import DIVIDER_QUOTIENT_BITS as qbits
+        if not 1 <= self.divider_bits_per_cycle <= qbits:
+            fail("divider_bits_per_cycle", f"must be between 1 and {qbits} (a division has {qbits} quotient bits)")
+        division = -(-qbits // self.divider_bits_per_cycle)
+        if not 1 <= self.recip_dividers <= division:
+            fail("recip_dividers", f"must be between 1 and {division}, the cycles of one division at "
+                 f"divider_bits_per_cycle = {self.divider_bits_per_cycle} (more dividers would sit idle)")
         if not 2 <= self.store_burst_fifo_depth <= 16:
             fail("store_burst_fifo_depth", "must be between 2 and 16")
 
@@ -292,7 +299,8 @@ class NPUConfig:
 
 #: Microarchitecture knobs: a config file may leave them out, and then they take their defaults
 #: (spec/timing.py derives the pipeline from them).
-MICROARCH_FIELDS = ("fetch_depth", "inflight_depth", "divider_bits_per_cycle", "store_burst_fifo_depth")
+MICROARCH_FIELDS = ("fetch_depth", "inflight_depth", "divider_bits_per_cycle", "recip_dividers",
+                    "store_burst_fifo_depth")
 
 #: The fields a config file must state: every field of :class:`NPUConfig` but ``name`` and the
 #: microarchitecture knobs.

@@ -107,6 +107,11 @@ class Timing:
     divider_bits_per_cycle: int
     #: [parameter] cycles of one division: ``ceil(DIVIDER_QUOTIENT_BITS / divider_bits_per_cycle)``.
     recip_row_cycles: int
+    #: [parameter] dividers RECIP deals successive rows to, round robin (config ``recip_dividers``).
+    recip_dividers: int
+    #: [parameter] cycles between the starts of successive rows' divisions:
+    #: ``ceil(recip_row_cycles / recip_dividers)``, so a divider is free again when its turn comes.
+    recip_row_interval: int
     #: [structural] RECIP: take -> the first division starts (reads L of row 0).
     recip_start: int
 
@@ -146,6 +151,7 @@ PARAMETERS = tuple(name for name, doc in _FIELD_DOCS.items() if doc.startswith("
 def timing(config) -> Timing:
     """The :class:`Timing` of a config (cached: configs are frozen)."""
     bits = config.divider_bits_per_cycle
+    division = -(-DIVIDER_QUOTIENT_BITS // bits)
     wlen = config.store_burst_fifo_depth
     return Timing(
         fetch_depth=config.fetch_depth,
@@ -176,6 +182,8 @@ def timing(config) -> Timing:
         vector_exp_write=2 + EXP_LATENCY,
         vector_state_write=3 + EXP_LATENCY,
         divider_bits_per_cycle=bits,
-        recip_row_cycles=-(-DIVIDER_QUOTIENT_BITS // bits),
+        recip_row_cycles=division,
+        recip_dividers=config.recip_dividers,
+        recip_row_interval=-(-division // config.recip_dividers),
         recip_start=2,
     )

@@ -438,7 +438,7 @@ def vector_cycles(t: Timing, funct, rows: int, blocks: int) -> int:
     if funct == _INIT:
         return rows
     if funct == _RECIP:
-        return t.recip_start + rows * t.recip_row_cycles
+        return t.recip_start + (rows - 1) * t.recip_row_interval + t.recip_row_cycles
     if funct in _STATE_WRITERS:
         return rows * blocks + t.vector_state_write
     return rows * blocks + t.vector_out_write

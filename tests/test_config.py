@@ -138,10 +138,18 @@ def test_microarch_knobs_are_optional_and_validated(tmp_path):
         assert getattr(cfg, k) == NPUConfig.__dataclass_fields__[k].default
     for field, bad in (("fetch_depth", 1), ("fetch_depth", 33), ("inflight_depth", 1),
                        ("divider_bits_per_cycle", 0), ("divider_bits_per_cycle", 49),
-                       ("store_burst_fifo_depth", 17)):
+                       ("recip_dividers", 0), ("recip_dividers", 25), ("store_burst_fifo_depth", 17)):
         p.write_text(text + f"\n{field}: {bad}\n")
         with pytest.raises(ConfigError, match=f"'{field}' = {bad}"):
             load_config(p)
+
+
+def test_recip_dividers_limit_follows_the_radix(tmp_path):
+    """More dividers than cycles of one division would sit idle: at 8 bits per cycle (6 cycles) the
+    default 8 is refused, naming the field, the limit and the knob it depends on."""
+    with pytest.raises(ConfigError, match=r"'recip_dividers' = 8.*between 1 and 6.*divider_bits_per_cycle = 8"):
+        load_config("tiny").replace(divider_bits_per_cycle=8)
+    assert load_config("tiny").replace(divider_bits_per_cycle=8, recip_dividers=6).recip_dividers == 6
 
 
 def test_validate_config_text_is_the_file_loader():

@@ -218,21 +218,24 @@ def test_row_state_updates():
 
 
 def test_reciprocal_rows_back_to_back():
-    """F of each row in cycle recip_start + (r+1)*recip_row_cycles, read through rd, radices 4 and 16."""
-    for bits in (2, 4):
-        cfg = TINY.replace(name=f"radix{bits}", divider_bits_per_cycle=bits)
+    """F of row r in cycle recip_start + r*recip_row_interval + recip_row_cycles, read through rd: radices
+    4 and 16, one divider (one row at a time), 5 (the interval rounds up), 8 and 24 (a row per cycle)."""
+    for bits, dividers in ((2, 1), (4, 1), (2, 5), (2, 8), (2, 24)):
+        cfg = TINY.replace(name=f"radix{bits}-div{dividers}", divider_bits_per_cycle=bits, recip_dividers=dividers)
         t = timing(cfg)
+        assert t.recip_row_interval == -(-t.recip_row_cycles // dividers)
         dut = VectorReciprocal(cfg)
-        L = {9: 1, 10: 1 << 20, 11: -3, 12: 2**31 - 1}
+        L = {9 + r: v for r, v in enumerate((1, 1 << 20, -3, 2**31 - 1, 7, 0, 12345, 99, 1 << 30))}
+        rows = len(L)
         writes = []
 
         async def tb(ctx):
             ctx.set(dut.start.valid, 1)
-            ctx.set(dut.start.payload.rows, 4)
+            ctx.set(dut.start.payload.rows, rows)
             ctx.set(dut.start.payload.row, 9)
             ctx.set(dut.start.payload.mult, 50000)
             rd = None
-            for c in range(t.recip_start + 4 * t.recip_row_cycles + 3):
+            for c in range(t.recip_start + rows * t.recip_row_cycles + 3):
                 ctx.set(dut.rd.data.l, L.get(rd, 0))
                 if ctx.get(dut.wr.valid):
                     writes.append((c, ctx.get(dut.wr.payload.row), ctx.get(dut.wr.payload.f),
@@ -243,5 +246,5 @@ def test_reciprocal_rows_back_to_back():
                 ctx.set(dut.start.valid, 0)
 
         run(dut, tb)
-        assert writes == [(t.recip_start + (r + 1) * t.recip_row_cycles, 9 + r, vector_ref.recip(L[9 + r], 50000),
-                           int(r == 3)) for r in range(4)]
+        assert writes == [(t.recip_start + r * t.recip_row_interval + t.recip_row_cycles, 9 + r,
+                           vector_ref.recip(L[9 + r], 50000), int(r == rows - 1)) for r in range(rows)], cfg.name

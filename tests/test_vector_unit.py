@@ -424,11 +424,13 @@ def test_online_softmax_two_tiles(cfg):
         assert d - t0 == vector_cycles(timing(cfg), fn, rows, blocks), fn.name
 
 
-def test_recip_radix_from_config():
-    """``divider_bits_per_cycle`` of the config sets the divider: a row of RECIP takes fewer cycles at
-    4 bits per cycle than at TINY's 2, as many as the timing model says."""
+def test_recip_radix_and_dividers_from_config():
+    """``divider_bits_per_cycle`` and ``recip_dividers`` of the config set the divider and how many
+    rows divide at once: each extra row of RECIP takes as many cycles as the timing model says, fewer
+    at 4 bits per cycle than at 2, and fewer with 8 dividers than with 1."""
     per_row = {}
-    for cfg in (TINY, TINY.replace(name="radix16", divider_bits_per_cycle=4)):
+    for bits, dividers in ((2, 1), (4, 1), (2, 8)):
+        cfg = TINY.replace(name=f"radix{bits}-div{dividers}", divider_bits_per_cycle=bits, recip_dividers=dividers)
         rng = random.Random(41)
         st = State(cfg)
         rand_state(rng, st, range(cfg.vector_state_rows))
@@ -437,9 +439,9 @@ def test_recip_radix_from_config():
         (t5, d5), (t1, d1) = run_and_check(cfg, st, words)
         extra = (d5 - t5) - (d1 - t1)              # four more rows
         assert extra % 4 == 0
-        per_row[cfg.divider_bits_per_cycle] = extra // 4
-        assert per_row[cfg.divider_bits_per_cycle] == timing(cfg).recip_row_cycles
-    assert per_row[4] < per_row[2]
+        per_row[bits, dividers] = extra // 4
+        assert per_row[bits, dividers] == timing(cfg).recip_row_interval
+    assert per_row[4, 1] < per_row[2, 1] and per_row[2, 8] < per_row[2, 1]
 
 
 def test_random_sequence_vs_golden():
