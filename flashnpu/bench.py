@@ -75,7 +75,11 @@ def _attn(name, seq, head_dim=64, causal=False, heads=1, kv_heads=None, **kw):
 
 SUITE = (
     _attn("attn-s256-d64", 256),
-    _attn("attn-s256-d64-causal", 256, causal=True),
+    _attn("attn-s256-d64-causal", 256, causal=True, target=0.85),
+    # Edge shapes (issue 17): short sequences, small heads, several heads back to back.
+    _attn("attn-h12-s128-d32", 128, heads=12, head_dim=32, target=0.85),
+    _attn("attn-h8-s64-d64", 64, heads=8, target=0.85),
+    _attn("attn-h16-s256-d32-causal", 256, heads=16, head_dim=32, causal=True, target=0.85),
     _attn("attn-s1024-d64", 1024, target=0.90),
     _attn("attn-s1024-d64-causal", 1024, causal=True, target=0.85),
     _attn("attn-s512-d128", 512, head_dim=128),

@@ -244,6 +244,42 @@ def attention_tiles(wl: AttentionWorkload, config) -> tuple[int, int]:
     raise AssertionError("unreachable")
 
 
+#: Rows of one OUTPUT + STORE pair at the end of a Q tile (docs/compiler.md, "End of a Q tile").
+OUTPUT_CHUNK_ROWS = 32
+
+
+def _row_chunks(rows, chunk):
+    """``(first row, rows)`` of ``rows`` rows cut into pieces of ``chunk``."""
+    return [(r0, min(chunk, rows - r0)) for r0 in range(0, rows, chunk)]
+
+
+def _causal_bands(i0, trows, kv_valid, coff0, dim):
+    """The causal step's rows ``i0 .. trows-1`` cut into bands that each compute only the key blocks
+    their last row sees: ``(first row, rows, columns, causal, causal_offset)`` per band.
+
+    Row ``i`` of the tile sees key column ``c`` of the step iff ``c <= i + coff0``, so
+    it needs ``ceil(min(kv_valid, i + coff0 + 1) / dim)`` blocks, which grows with
+    ``i``: a band is a run of rows needing the same blocks, at least ``dim`` rows
+    (the matrix unit streams ``max(m_rows, dim)`` rows per tile, so a shorter band
+    would cost as much), and the diagonal waste shrinks from a triangle of the
+    whole tile to triangles of ``dim x dim``. The masked columns a band leaves out
+    contribute nothing (the vector unit masks them), so the output is unchanged.
+    """
+    def need(i):
+        return -(-max(1, min(kv_valid, i + coff0 + 1)) // dim)
+    bands, s = [], i0
+    while s < trows:
+        e = min(trows, s + dim)
+        while e < trows and need(e) == need(e - 1):
+            e += 1
+        cols = min(kv_valid, max(1, (e - 1) + coff0 + 1))
+        coff = coff0 + s
+        causal = int(min(kv_valid, align_up(cols, dim)) - 1 > coff)
+        bands.append((s, e - s, cols, causal, coff))
+        s = e
+    return bands
+
+
 def compile_attention(wl: AttentionWorkload, config) -> Program:
     """Compile FlashAttention for ``wl`` on ``config`` (see the module docstring and docs/compiler.md)."""
     cfg = load_config(config)
@@ -285,7 +321,7 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
     # ---------------------------------------------------------- the steps
     n_kv = -(-wl.seq_k // Bc)
     tiles = []          # (b, h, kvh, q0, rows)
-    steps = []          # (t, j, first row i0, rows from i0, columns, kv_valid, causal, causal_offset)
+    steps = []          # (t, j, first row i0, rows from i0, columns, kv_valid, bands)
     for b in range(wl.batch):
         for h in range(wl.heads):
             kvh = h // wl.group
@@ -298,58 +334,81 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
                 for j in range(n):
                     k0 = j * Bc
                     kv_valid = min(Bc, wl.seq_k - k0)
-                    cols, i0, causal, coff = kv_valid, 0, 0, 0
+                    cols, i0 = kv_valid, 0
                     if wl.causal:
                         i0 = max(0, k0 - q0 - off)      # rows above see no key of this tile
                         if i0 >= rows:                  # a tile no row sees (only the clamped j = 0)
                             i0 = 0
                         cols = max(1, min(kv_valid, last_key - k0 + 1))
-                        coff = q0 + i0 + off - k0       # column c valid for row i iff c <= i + coff
-                        # the last column computed (whole blocks of dim, clipped by kv_valid)
-                        causal = int(min(kv_valid, align_up(cols, dim)) - 1 > coff)
-                    steps.append((t, j, i0, rows - i0, cols, kv_valid, causal, coff))
+                    bands = _causal_bands(i0, rows, kv_valid, q0 + off - k0, dim) if wl.causal \
+                        else [(0, rows, cols, 0, 0)]
+                    steps.append((t, j, i0, rows - i0, cols, kv_valid, bands))
 
     em = _Emitter(cfg)
     SPAD, ACC = int(Mem.SPAD), int(Mem.ACC)
     G = len(steps)
 
     def loads(g):
-        t, j, i0, rows, cols, kv_valid, causal, coff = steps[g]
+        t, j, i0, rows, cols, kv_valid, bands = steps[g]
         b, h, kvh, q0, trows = tiles[t]
-        if j == 0:
-            em.emit(Opcode.LOAD, writes=[("Q", t % 2)], mem=SPAD, dram_addr=Qp.offset(b, h, q0),
-                    dram_stride=dpad, rows=trows, chunks=nd, sram_addr=Qb[t % 2], sram_chunk_stride=Br)
         krows = align_up(cols, dim)
-        for name, P, buf in (("K", Kp, Kb), ("V", Vp, Vb)):
+
+        def kv_load(name, P, buf):
             em.emit(Opcode.LOAD, writes=[(name, g % 2)], mem=SPAD, dram_addr=P.offset(b, kvh, j * Bc),
                     dram_stride=dpad, rows=krows, chunks=nd, sram_addr=buf[g % 2], sram_chunk_stride=Bc)
 
+        if g == 0:
+            # Nothing hides the first loads: K first, then Q in the first step's row bands, so that
+            # the first QK band starts after K and one band of Q rather than after the whole Q tile.
+            kv_load("K", Kp, Kb)
+        if j == 0:
+            for r0, rows in q_loads(t):
+                em.emit(Opcode.LOAD, writes=q_names(t, r0, rows), mem=SPAD, dram_addr=Qp.offset(b, h, q0 + r0),
+                        dram_stride=dpad, rows=rows, chunks=nd, sram_addr=Qb[t % 2] + r0, sram_chunk_stride=Br)
+        if g != 0:
+            kv_load("K", Kp, Kb)
+        kv_load("V", Vp, Vb)
+
+    # The Q buffers' rows in the first step's bands: tile 0 loads them one by one, the other tiles
+    # at once; the hazards are tracked per part (a LOAD of a whole tile writes every part).
+    q_parts = [(i0, rows) for i0, rows, *_ in steps[0][6]]
+    q_parts[0] = (0, q_parts[0][0] + q_parts[0][1])          # rows above the first band, if any
+
+    def q_loads(t):
+        return q_parts if t == 0 else [(0, tiles[t][4])]
+
+    def q_names(t, i0, rows):
+        return [("Q", t % 2, p) for p, (r0, n) in enumerate(q_parts) if r0 < i0 + rows and i0 < r0 + n]
+
     def qk(g):
-        t, j, i0, rows, cols, *_ = steps[g]
-        em.emit(Opcode.MATMUL, reads=[("Q", t % 2), ("K", g % 2)], writes=[("S", g % 2)],
-                accumulate=0, transpose_w=1, m_rows=rows, k_chunks=nd, n_blocks=-(-cols // dim),
-                a_addr=Qb[t % 2] + i0, a_kstride=Br, w_addr=Kb[g % 2], w_kstride=Bc, w_nstride=dim,
-                out_addr=Sb[g % 2] + i0, out_nstride=Br)
+        t, j, *_, bands = steps[g]
+        for i0, rows, cols, _, _ in bands:
+            em.emit(Opcode.MATMUL, reads=q_names(t, i0, rows) + [("K", g % 2)], writes=[("S", g % 2)],
+                    accumulate=0, transpose_w=1, m_rows=rows, k_chunks=nd, n_blocks=-(-cols // dim),
+                    a_addr=Qb[t % 2] + i0, a_kstride=Br, w_addr=Kb[g % 2], w_kstride=Bc, w_nstride=dim,
+                    out_addr=Sb[g % 2] + i0, out_nstride=Br)
 
     def pv(g):
-        t, j, i0, rows, cols, *_ = steps[g]
-        em.emit(Opcode.MATMUL, reads=[("S", g % 2), ("V", g % 2)] + ([("O", t % 2)] if j else []),
-                writes=[("O", t % 2)], accumulate=int(j > 0), transpose_w=0, a_mem=ACC, m_rows=rows,
-                k_chunks=-(-cols // dim), n_blocks=nd, a_addr=Sb[g % 2] + i0, a_kstride=Br,
-                w_addr=Vb[g % 2], w_kstride=dim, w_nstride=Bc, out_addr=Ob[t % 2] + i0, out_nstride=Br)
+        t, j, *_, bands = steps[g]
+        for i0, rows, cols, _, _ in bands:
+            em.emit(Opcode.MATMUL, reads=[("S", g % 2), ("V", g % 2)] + ([("O", t % 2)] if j else []),
+                    writes=[("O", t % 2)], accumulate=int(j > 0), transpose_w=0, a_mem=ACC, m_rows=rows,
+                    k_chunks=-(-cols // dim), n_blocks=nd, a_addr=Sb[g % 2] + i0, a_kstride=Br,
+                    w_addr=Vb[g % 2], w_kstride=dim, w_nstride=Bc, out_addr=Ob[t % 2] + i0, out_nstride=Br)
 
     def softmax(g):
-        t, j, i0, rows, cols, kv_valid, causal, coff = steps[g]
+        t, j, i0, rows, cols, kv_valid, bands = steps[g]
         trows = tiles[t][4]
         if j == 0:
             em.emit(Opcode.VECTOR, funct=int(VectorFunct.INIT), rows=trows, blocks=1, state_addr=St[t % 2])
-        common = dict(rows=rows, blocks=-(-cols // dim), acc_addr=Sb[g % 2] + i0, acc_block_stride=Br,
-                      state_addr=St[t % 2] + i0, kv_valid=kv_valid, causal=causal, causal_offset=coff,
-                      mult=exp_mult, shift=exp_shift)
-        em.emit(Opcode.VECTOR, reads=[("S", g % 2)], funct=int(VectorFunct.ROWMAX), **common)
-        # P overwrites S in place: PV_g reads it from the accumulator (a_mem = ACC).
-        em.emit(Opcode.VECTOR, reads=[("S", g % 2)], writes=[("S", g % 2)], funct=int(VectorFunct.EXP),
-                **common)
+        for bi0, brows, bcols, causal, coff in bands:
+            common = dict(rows=brows, blocks=-(-bcols // dim), acc_addr=Sb[g % 2] + bi0, acc_block_stride=Br,
+                          state_addr=St[t % 2] + bi0, kv_valid=kv_valid, causal=causal, causal_offset=coff,
+                          mult=exp_mult, shift=exp_shift)
+            em.emit(Opcode.VECTOR, reads=[("S", g % 2)], funct=int(VectorFunct.ROWMAX), **common)
+            # P overwrites S in place: PV_g reads it from the accumulator (a_mem = ACC).
+            em.emit(Opcode.VECTOR, reads=[("S", g % 2)], writes=[("S", g % 2)], funct=int(VectorFunct.EXP),
+                    **common)
         if j > 0:
             em.emit(Opcode.VECTOR, reads=[("O", t % 2)], writes=[("O", t % 2)], funct=int(VectorFunct.SCALE),
                     rows=rows, blocks=nd, acc_addr=Ob[t % 2] + i0, acc_block_stride=Br, state_addr=St[t % 2] + i0)
@@ -360,12 +419,15 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
                     mult=recip_mult)
 
     def finish(t):
+        # In row chunks, so that STORE of one chunk overlaps OUTPUT of the next: the last
+        # tile's output reaches DRAM about one chunk's STORE after its last OUTPUT row.
         b, h, kvh, q0, trows = tiles[t]
-        em.emit(Opcode.VECTOR, reads=[("O", t % 2)], writes=["OUT"], funct=int(VectorFunct.OUTPUT),
-                rows=trows, blocks=nd, acc_addr=Ob[t % 2], acc_block_stride=Br, state_addr=St[t % 2],
-                spad_addr=Ost, spad_block_stride=Br, shift=out_shift)
-        em.emit(Opcode.STORE, reads=["OUT"], mem=SPAD, dram_addr=Op.offset(b, h, q0), dram_stride=dpad,
-                rows=trows, chunks=nd, sram_addr=Ost, sram_chunk_stride=Br)
+        for c, (r0, rows) in enumerate(_row_chunks(trows, OUTPUT_CHUNK_ROWS)):
+            em.emit(Opcode.VECTOR, reads=[("O", t % 2)], writes=[("OUT", c)], funct=int(VectorFunct.OUTPUT),
+                    rows=rows, blocks=nd, acc_addr=Ob[t % 2] + r0, acc_block_stride=Br,
+                    state_addr=St[t % 2] + r0, spad_addr=Ost + r0, spad_block_stride=Br, shift=out_shift)
+            em.emit(Opcode.STORE, reads=[("OUT", c)], mem=SPAD, dram_addr=Op.offset(b, h, q0 + r0),
+                    dram_stride=dpad, rows=rows, chunks=nd, sram_addr=Ost + r0, sram_chunk_stride=Br)
 
     # Program order (a correct sequential program; the tokens let the queues overlap it): step g =
     # QK_g, PV_{g-1}, prefetch of g+1 (into the K/V buffers QK_{g-1} and PV_{g-1} just read),

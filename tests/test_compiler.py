@@ -7,8 +7,10 @@ import pytest
 
 from flashnpu import cli
 from flashnpu.sw.asm import assemble, decode_word
-from flashnpu.sw.compiler import (CompileError, attention_tiles, compile_attention, compile_gemm,
-                                  output_fold, softmax_fold)
+from hypothesis import given, settings, strategies as st
+
+from flashnpu.sw.compiler import (OUTPUT_CHUNK_ROWS, CompileError, _causal_bands, attention_tiles,
+                                  compile_attention, compile_gemm, output_fold, softmax_fold)
 from flashnpu.spec.config import load_config
 from flashnpu.driver import run
 from flashnpu.spec.isa import Mem, Opcode, VectorFunct
@@ -142,9 +144,9 @@ def test_vector_ops_are_online_softmax():
     n_kv = 256 // prog.tiling["Bc"]
     tile = [VectorFunct.INIT] + [VectorFunct.ROWMAX, VectorFunct.EXP] + \
         [VectorFunct.ROWMAX, VectorFunct.EXP, VectorFunct.SCALE] * (n_kv - 1)
-    R, O = [VectorFunct.RECIP], [VectorFunct.OUTPUT]
+    R, O = [VectorFunct.RECIP], [VectorFunct.OUTPUT] * (prog.tiling["Br"] // OUTPUT_CHUNK_ROWS)
     # RECIP as soon as L is final; tile 1's start precedes tile 0's OUTPUT (which waits for the last
-    # PV of tile 0, which the array runs after QK_0 of tile 1).
+    # PV of tile 0, which the array runs after QK_0 of tile 1), in row chunks.
     assert fs == tile + R + tile[:3] + O + tile[3:] + R + O
     wl = prog.workload
     mult, shift = softmax_fold(wl)
@@ -190,10 +192,10 @@ def test_causal_skips_tiles(seq_q, seq_k):
     causal = compile_attention(_attn(seq_q, seq_k, causal=True), "default")
     Br, Bc = full.tiling["Br"], full.tiling["Bc"]
     count = lambda p: sum(1 for f in _ops(p) if f["opcode"] == Opcode.MATMUL)
-    assert count(full) == 2 * _expected_steps(full.workload, Br, Bc)
-    assert count(causal) == 2 * _expected_steps(causal.workload, Br, Bc)
+    assert count(full) == 2 * _expected_steps(full.workload, Br, Bc) == 2 * full.tiling["kv_steps"]
+    assert causal.tiling["kv_steps"] == _expected_steps(causal.workload, Br, Bc)
     if seq_q >= seq_k:      # (77 queries, 200 keys: the one Q tile's last row sees every key)
-        assert count(causal) < count(full)
+        assert causal.tiling["kv_steps"] < full.tiling["kv_steps"]
     # Useful MACs: the visible (lower-triangle, bottom-right aligned) pairs exactly.
     vis = sum(min(seq_k, max(0, i + seq_k - seq_q + 1)) for i in range(seq_q))
     assert causal.macs_useful == 2 * 64 * vis
@@ -202,10 +204,42 @@ def test_causal_skips_tiles(seq_q, seq_k):
 
 
 def test_causal_512_matmul_count():
-    """seq 512, Br=128, Bc=64: Q tile t needs KV tiles 0..2t+1, i.e. 2+4+6+8 = 20 of the 32 steps."""
+    """seq 512, Br=128, Bc=64: Q tile t needs KV tiles 0..2t+1, i.e. 2+4+6+8 = 20 of the 32 steps.
+
+    The two diagonal steps of each Q tile run in four row bands each (rows 0-15, 16-31, 32-47,
+    48-127 of KV tile 2t; rows 64-79, ..., 112-127 of KV tile 2t+1), the 12 others in one: a
+    QK and a PV per band, 2 * (12 + 8 * 4) = 88 MATMULs. Rows 0-15 of KV tile 2t see its first
+    16 keys, so their QK computes one block of 16 keys, not all four.
+    """
     prog = compile_attention(_attn(512, causal=True), "default")
     assert (prog.tiling["Br"], prog.tiling["Bc"]) == (128, 64)
-    assert sum(1 for f in _ops(prog) if f["opcode"] == Opcode.MATMUL) == 40
+    assert prog.tiling["kv_steps"] == 20
+    qk = [f for f in _ops(prog) if f["opcode"] == Opcode.MATMUL and f["transpose_w"]]
+    assert len(qk) == 44
+    assert [(f["m_rows"], f["n_blocks"]) for f in qk[:4]] == [(16, 1), (16, 2), (16, 3), (80, 4)]
+    assert prog.macs_issued == 2 * 64 * 16 * sum(f["m_rows"] * f["n_blocks"] for f in qk)
+
+
+@settings(max_examples=300, deadline=None)
+@given(dim=st.sampled_from([4, 16, 32]), trows=st.integers(1, 128), kv_valid=st.integers(1, 64),
+       coff0=st.integers(-140, 140), data=st.data())
+def test_causal_bands_compute_every_visible_key_and_little_else(dim, trows, kv_valid, coff0, data):
+    """Bands cover rows i0.. once, in order; each row's visible keys are computed; a band computes
+    only the blocks its last row needs; the mask is on exactly where a computed key is invisible;
+    a row wastes fewer than 2*dim keys (before: up to a whole tile)."""
+    i0 = data.draw(st.integers(0, trows - 1))
+    bands = _causal_bands(i0, trows, kv_valid, coff0, dim)
+    assert bands[0][0] == i0 and sum(b[1] for b in bands) == trows - i0
+    assert all(a[0] + a[1] == b[0] for a, b in zip(bands, bands[1:]))
+    for s, rows, cols, causal, coff in bands:
+        assert rows >= dim or s + rows == trows
+        assert coff == coff0 + s
+        computed = min(kv_valid, -(-cols // dim) * dim)
+        visible = [min(kv_valid, max(0, i + coff0 + 1)) for i in range(s, s + rows)]
+        assert cols >= max(1, max(visible))                        # every visible key is computed
+        assert -(-cols // dim) == -(-max(1, visible[-1]) // dim)    # no block beyond the last row's
+        assert causal == int(any(v < computed for v in visible))   # masked iff something to mask
+        assert all(computed - v < 2 * dim for v in visible if v)
 
 
 # ------------------------------------------------------------------ pack / unpack

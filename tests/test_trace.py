@@ -231,7 +231,7 @@ def test_labels_name_buffers():
     wl = AttentionWorkload(batch=1, heads=1, kv_heads=1, seq_q=128, seq_k=128, head_dim=64)
     prog = compile_workload(wl, CFG)
     labels = [instruction_label(w, prog.onchip["regions"]) for w in prog.words]
-    assert labels[:4] == ["load Q0", "load K0", "load V0", "matmul Q0.K0->S0"]
+    assert labels[:4] == ["load K0", "load Q0", "load V0", "matmul Q0.K0->S0"]   # K first: docs/compiler.md
     assert "vector.exp S0" in labels and "matmul S0.V0->O0" in labels     # P over S, read from the accumulator
     assert labels[-2:] == ["store OUT", "halt"]
     assert instruction_label(prog.words[3]) == "matmul 128x4x4"
