@@ -148,8 +148,8 @@ def test_recip_dividers_limit_follows_the_radix(tmp_path):
     """More dividers than cycles of one division would sit idle: at 8 bits per cycle (6 cycles) the
     default 8 is refused, naming the field, the limit and the knob it depends on."""
     with pytest.raises(ConfigError, match=r"'recip_dividers' = 8.*between 1 and 6.*divider_bits_per_cycle = 8"):
-        load_config("tiny").replace(divider_bits_per_cycle=8)
-    assert load_config("tiny").replace(divider_bits_per_cycle=8, recip_dividers=6).recip_dividers == 6
+        load_config("default").replace(divider_bits_per_cycle=8)
+    assert load_config("default").replace(divider_bits_per_cycle=8, recip_dividers=6).recip_dividers == 6
 
 
 def test_validate_config_text_is_the_file_loader():
