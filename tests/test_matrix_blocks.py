@@ -12,7 +12,6 @@ import warnings
 
 import pytest
 from amaranth.hdl import Fragment, UnusedElaboratable
-from amaranth.sim import Simulator
 
 from flashnpu.hw.matrix_hazard import MatrixHazard
 from flashnpu.hw.matrix_issue import MatrixIssue
@@ -25,20 +24,13 @@ from flashnpu.spec.isa import Mem
 from flashnpu.spec.numerics import A_WIDE_BITS, saturate_a, wrap32
 from flashnpu.spec.timing import timing
 
+from support.sim import simulate as run
 from support.sram import Sram
 
 TINY = load_config("tiny")
 M16 = (1 << 16) - 1
 ISSUE_FIELDS = ("w_row", "w_addr", "transpose", "a_row", "a_acc", "a_addr", "dst", "rmw", "last", "first",
                 "a_lo", "a_end")
-
-
-def run(dut, tb, *, clock=True):
-    sim = Simulator(dut)
-    if clock:
-        sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
 
 
 def set_fields(ctx, view, fields):
