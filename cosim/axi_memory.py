@@ -5,24 +5,27 @@ Python coroutine step; this memory lives in the Verilated model, so a beat
 costs one simulated clock. The testbench loads and reads the image through a
 backdoor port, one word per clock. Simulation only (not part of the NPU), hence
 ``cosim/``. See ``docs/axi_memory.md``.
+
+``AxiMemory`` holds the word array, the cycle counter, the SLVERR window and the backdoor,
+and composes the read side (``cosim/axi_memory_read.py``: AR queue, R) and the write side
+(``cosim/axi_memory_write.py``: AW and W queues, writes, B), which meet the AXI channels as
+``lib.stream`` streams; what they share is in ``cosim/axi_memory_common.py``.
 """
 
 import operator
 from types import SimpleNamespace
 
 from amaranth import *
-from amaranth.lib import data, fifo, memory, wiring
+from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
-from flashnpu.hw.axi import AXI4LiteSignature, AXI4Signature, RESP_DECERR, RESP_SLVERR
+from flashnpu.cosim.axi_memory_common import STAMP_BITS, Geometry, window_layout
+from flashnpu.cosim.axi_memory_read import AxiMemoryRead
+from flashnpu.cosim.axi_memory_write import AxiMemoryWrite
+from flashnpu.hw.axi import AXI4LiteSignature, AXI4Signature
 
 __all__ = ["AxiMemory", "SimTop", "STORAGE_MODULE", "STORAGE_VERILOG", "with_storage",
            "sim_top_verilog"]
-
-#: Width of the free-running cycle counter and of the timestamps in the queues;
-#: compared by signed difference, so only waits under 2**31 cycles are exact.
-STAMP_BITS = 32
-
 
 #: Verilog module of the word array when ``storage="verilog"``.
 STORAGE_MODULE = "flashnpu_dram_storage"
@@ -67,20 +70,6 @@ endmodule
 def with_storage(verilog_text):
     """``verilog_text`` with the storage module appended (for designs holding ``AxiMemory(storage="verilog")``)."""
     return verilog_text + STORAGE_VERILOG
-
-
-def _log2(n):
-    return (n - 1).bit_length()
-
-
-def _later(a, b):
-    """Whether stamp ``a`` is after stamp ``b`` (signed difference, wraps safely)."""
-    return (b - a)[STAMP_BITS - 1]
-
-
-def _due(ready, now):
-    """Whether an event ready at stamp ``ready`` may be shown on the bus in cycle ``now + 1``."""
-    return ~(now + 1 - ready)[STAMP_BITS - 1]
 
 
 class AxiMemory(wiring.Component):
@@ -154,10 +143,10 @@ class AxiMemory(wiring.Component):
         if storage not in ("memory", "verilog"):
             raise ValueError(f"storage must be 'memory' or 'verilog', not {storage!r}")
         self._storage_kind = storage
-        self._addr_width = addr_width
-        self._beat = beat
+        self._geo = Geometry(addr_width=addr_width, data_width=data_width, id_width=id_width,
+                             size_bytes=size_bytes)
         self._size = size_bytes
-        self._depth = size_bytes // beat
+        self._depth = self._geo.depth
         self._lat = lat
         self._qdepth = queue_depth
         self._slverr = (slverr_base, slverr_size)
@@ -194,135 +183,39 @@ class AxiMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        axi = self.axi
-        sig = axi.signature
-        aw_bits = self._addr_width
-        bb = sig.data_width
-        lg_beat = _log2(self._beat)
-        lat = self._lat
-        qd = self._qdepth
+        axi, geo = self.axi, self._geo
+        rd_side = m.submodules.read = AxiMemoryRead(geo, lat=self._lat, queue_depth=self._qdepth)
+        wr_side = m.submodules.write = AxiMemoryWrite(geo, lat=self._lat, queue_depth=self._qdepth)
 
         now = Signal(STAMP_BITS)
         m.d.sync += now.eq(now + 1)
-
-        err_base = Signal(aw_bits, init=self._slverr[0])
-        err_size = Signal(aw_bits, init=self._slverr[1])
+        window = Signal(window_layout(geo), init={"base": self._slverr[0], "size": self._slverr[1]})
         with m.If(self.bd_slverr_we):
-            m.d.sync += [err_base.eq(self.bd_slverr_base), err_size.eq(self.bd_slverr_size)]
+            m.d.sync += [window.base.eq(self.bd_slverr_base), window.size.eq(self.bd_slverr_size)]
+        for side in (rd_side, wr_side):
+            m.d.comb += [side.now.eq(now), side.window.eq(window)]
 
-        def beat_addr(base, k):
-            # One bit wider than the bus, so a burst running off the top is out of range.
-            return ((base >> lg_beat) + k) << lg_beat
-
-        def resp_of(a):
-            off = Signal(aw_bits + 2)
-            m.d.comb += off.eq(a - err_base)
-            return Mux(a >= self._size, RESP_DECERR,
-                       Mux((a >= err_base) & (off < err_size), RESP_SLVERR, 0))
-
-        def index(a):
-            return a[lg_beat:lg_beat + max(1, _log2(self._depth))]
-
-        rd, wr, bd_rd, bd_wr = self._storage(m, bb)
+        rd, wr, bd_rd, bd_wr = self._storage(m, geo.data_width)
+        for side, port in ((rd_side.mem, rd), (wr_side.mem, wr)):
+            m.d.comb += [port.addr.eq(side.addr), port.en.eq(side.en)]
+        m.d.comb += [rd_side.mem.data.eq(rd.data), wr.data.eq(wr_side.mem.data)]
         m.d.comb += [bd_rd.addr.eq(self.bd_addr), bd_rd.en.eq(1), self.bd_rdata.eq(bd_rd.data),
                      bd_wr.addr.eq(self.bd_addr), bd_wr.data.eq(self.bd_wdata),
                      bd_wr.en.eq(self.bd_we)]
 
-        # ------------------------------------------------------------------ reads
-        ar_layout = data.StructLayout({"id": sig.id_width, "addr": aw_bits, "len": 8,
-                                       "ready": STAMP_BITS})
-        arq = m.submodules.arq = fifo.SyncFIFO(width=ar_layout.size, depth=qd)
-        ar_in = Signal(ar_layout)
-        m.d.comb += [ar_in.id.eq(axi.arid), ar_in.addr.eq(axi.araddr), ar_in.len.eq(axi.arlen),
-                     ar_in.ready.eq(now + 1 + lat),
-                     axi.arready.eq(arq.w_rdy), arq.w_en.eq(axi.arvalid), arq.w_data.eq(ar_in)]
-        ar = Signal(ar_layout)
-        m.d.comb += ar.eq(arq.r_data)
-
-        r_beat = Signal(8)
-        r_err = Signal()
-        r_addr = Signal(aw_bits + 1)
-        m.d.comb += r_addr.eq(beat_addr(ar.addr, r_beat))
-        r_resp = Signal(2)
-        m.d.comb += r_resp.eq(resp_of(r_addr))
-        # The next beat is read in the cycle before it is shown: the read port
-        # is the R data register, and it holds while R waits for rready.
-        r_go = Signal()
-        m.d.comb += r_go.eq((~axi.rvalid | axi.rready) & arq.r_rdy & _due(ar.ready, now))
-        m.d.comb += [rd.addr.eq(index(r_addr)), rd.en.eq(r_go),
-                     axi.rdata.eq(Mux(r_err, 0, rd.data))]
-        with m.If(r_go):
-            r_last = r_beat == ar.len
-            m.d.sync += [axi.rvalid.eq(1), axi.rid.eq(ar.id), axi.rresp.eq(r_resp),
-                         axi.rlast.eq(r_last), r_err.eq(r_resp != 0)]
-            with m.If(r_last):
-                m.d.comb += arq.r_en.eq(1)
-                m.d.sync += r_beat.eq(0)
-            with m.Else():
-                m.d.sync += r_beat.eq(r_beat + 1)
-        with m.Elif(axi.rready):
-            m.d.sync += axi.rvalid.eq(0)
-
-        # ----------------------------------------------------------------- writes
-        aw_layout = data.StructLayout({"id": sig.id_width, "addr": aw_bits, "len": 8,
-                                       "stamp": STAMP_BITS})
-        awq = m.submodules.awq = fifo.SyncFIFO(width=aw_layout.size, depth=qd)
-        aw_in = Signal(aw_layout)
-        m.d.comb += [aw_in.id.eq(axi.awid), aw_in.addr.eq(axi.awaddr), aw_in.len.eq(axi.awlen),
-                     aw_in.stamp.eq(now),
-                     axi.awready.eq(awq.w_rdy), awq.w_en.eq(axi.awvalid), awq.w_data.eq(aw_in)]
-        aw = Signal(aw_layout)
-        m.d.comb += aw.eq(awq.r_data)
-
-        # W beats that cannot be written at once (no AW yet, or older beats
-        # waiting) queue here; otherwise a beat is written in its handshake
-        # cycle, so B can follow it after exactly lat + 1 cycles.
-        w_layout = data.StructLayout({"data": bb, "strb": bb // 8, "stamp": STAMP_BITS})
-        wq = m.submodules.wq = fifo.SyncFIFO(width=w_layout.size, depth=qd)
-        w_in = Signal(w_layout)
-        m.d.comb += [w_in.data.eq(axi.wdata), w_in.strb.eq(axi.wstrb), w_in.stamp.eq(now),
-                     axi.wready.eq(wq.w_rdy)]
-        w_hs = Signal()
-        m.d.comb += w_hs.eq(axi.wvalid & wq.w_rdy)
-        w = Signal(w_layout)
-        m.d.comb += w.eq(Mux(wq.r_rdy, wq.r_data, w_in))
-        w_have = Signal()
-        m.d.comb += w_have.eq(wq.r_rdy | w_hs)
-
-        b_layout = data.StructLayout({"id": sig.id_width, "resp": 2, "ready": STAMP_BITS})
-        bq = m.submodules.bq = fifo.SyncFIFO(width=b_layout.size, depth=qd)
-
-        w_beat = Signal(8)
-        w_acc = Signal(2)            # worst response of the burst so far
-        w_addr = Signal(aw_bits + 1)
-        m.d.comb += w_addr.eq(beat_addr(aw.addr, w_beat))
-        w_resp = Signal(2)
-        m.d.comb += w_resp.eq(resp_of(w_addr))
-        w_go = Signal()
-        m.d.comb += w_go.eq(awq.r_rdy & w_have & bq.w_rdy)
-        m.d.comb += [wq.r_en.eq(w_go),
-                     wq.w_en.eq(w_hs & ~(w_go & ~wq.r_rdy)), wq.w_data.eq(w_in),
-                     wr.addr.eq(index(w_addr)), wr.data.eq(w.data),
-                     wr.en.eq(Mux(w_go & (w_resp == 0), w.strb, 0))]
-        worst = Signal(2)
-        m.d.comb += worst.eq(Mux(w_resp > w_acc, w_resp, w_acc))
-        b_in = Signal(b_layout)
-        last_stamp = Mux(_later(aw.stamp, w.stamp), aw.stamp, w.stamp)
-        m.d.comb += [b_in.id.eq(aw.id), b_in.resp.eq(worst), b_in.ready.eq(last_stamp + 1 + lat),
-                     bq.w_data.eq(b_in)]
-        with m.If(w_go):
-            with m.If(w_beat == aw.len):
-                m.d.comb += [awq.r_en.eq(1), bq.w_en.eq(1)]
-                m.d.sync += [w_beat.eq(0), w_acc.eq(0)]
-            with m.Else():
-                m.d.sync += [w_beat.eq(w_beat + 1), w_acc.eq(worst)]
-
-        b = Signal(b_layout)
-        m.d.comb += b.eq(bq.r_data)
-        with m.If(~axi.bvalid | axi.bready):
-            b_go = bq.r_rdy & _due(b.ready, now)
-            m.d.comb += bq.r_en.eq(b_go)
-            m.d.sync += [axi.bvalid.eq(b_go), axi.bid.eq(b.id), axi.bresp.eq(b.resp)]
+        # The AXI channels as streams (AR, AW: id, addr, len; W: data, strb; R, B).
+        for ch, stream_in in (("ar", rd_side.ar), ("aw", wr_side.aw)):
+            m.d.comb += [stream_in.valid.eq(getattr(axi, f"{ch}valid")),
+                         getattr(axi, f"{ch}ready").eq(stream_in.ready)]
+            for field in ("id", "addr", "len"):
+                m.d.comb += getattr(stream_in.payload, field).eq(getattr(axi, ch + field))
+        m.d.comb += [wr_side.w.valid.eq(axi.wvalid), axi.wready.eq(wr_side.w.ready),
+                     wr_side.w.payload.data.eq(axi.wdata), wr_side.w.payload.strb.eq(axi.wstrb)]
+        r, b = rd_side.r, wr_side.b
+        m.d.comb += [axi.rvalid.eq(r.valid), r.ready.eq(axi.rready), axi.rid.eq(r.payload.id),
+                     axi.rdata.eq(r.payload.data), axi.rresp.eq(r.payload.resp), axi.rlast.eq(r.payload.last),
+                     axi.bvalid.eq(b.valid), b.ready.eq(axi.bready), axi.bid.eq(b.payload.id),
+                     axi.bresp.eq(b.payload.resp)]
         return m
 
     def _storage(self, m, bb):
@@ -330,7 +223,7 @@ class AxiMemory(wiring.Component):
         if self._storage_kind == "memory":
             mem = m.submodules.mem = memory.Memory(data=self._data)
             return mem.read_port(), mem.write_port(granularity=8), mem.read_port(), mem.write_port()
-        abits = max(1, _log2(self._depth))
+        abits = self._geo.index_bits
         ports = [
             SimpleNamespace(addr=Signal(abits, name="ra_addr"), en=Signal(name="ra_en"),
                             data=Signal(bb, name="ra_data")),
