@@ -91,7 +91,8 @@ class Timing:
     # ------------------------------------------------------------------- matrix
     #: [parameter] array pipeline: an A row in cycle c comes out in ``c + array_latency``.
     array_latency: int
-    #: [structural] the constant of ``done = take + (tiles - 1)*T + m_rows + 2*dim + this``.
+    #: [structural] the constant of ``done = take + (tiles - 1)*T + m_rows + array_latency + this``
+    #: (the A read before the array, the accumulator read and write after it).
     matmul_fixed_latency: int
 
     # ------------------------------------------------------------------- vector
@@ -176,7 +177,7 @@ def timing(config) -> Timing:
         store_w_to_b=4,
         store_b_to_done=3,
         array_latency=2 * config.dim - 1,
-        matmul_fixed_latency=2,
+        matmul_fixed_latency=3,
         exp_latency=EXP_LATENCY,
         vector_out_write=4,
         vector_exp_write=2 + EXP_LATENCY,

@@ -399,8 +399,9 @@ class MatrixModel:
 
     def __init__(self, config: NPUConfig):
         self.cfg = config
-        # done = take + (tiles - 1)*T + m_rows + 2*dim + matmul_fixed_latency (spec.timing)
-        self.fixed_latency = timing(config).matmul_fixed_latency
+        # done = take + (tiles - 1)*T + m_rows + array_latency + matmul_fixed_latency (spec.timing)
+        t = timing(config)
+        self.fixed_latency = t.array_latency + t.matmul_fixed_latency
 
     def tile_cycles(self, f: dict) -> int:
         """Cycles the MATMUL holds the issue stage (the next one is taken after them)."""
@@ -408,9 +409,8 @@ class MatrixModel:
 
     def latency(self, f: dict) -> int:
         """Cycles from take to done."""
-        dim = self.cfg.dim
-        t = max(f["m_rows"], dim)
-        return (f["n_blocks"] * f["k_chunks"] - 1) * t + f["m_rows"] + 2 * dim + self.fixed_latency
+        t = max(f["m_rows"], self.cfg.dim)
+        return (f["n_blocks"] * f["k_chunks"] - 1) * t + f["m_rows"] + self.fixed_latency
 
 
 _VECTOR_FUNCTS = {int(f): f for f in VectorFunct}
