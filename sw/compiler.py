@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from flashnpu.sw.asm import encode_word
 from flashnpu.spec.config import NPUConfig, load_config
@@ -244,6 +245,8 @@ def attention_tiles(wl: AttentionWorkload, config) -> tuple[int, int]:
     raise AssertionError("unreachable")
 
 
+_SPAD, _ACC = int(Mem.SPAD), int(Mem.ACC)
+
 #: Rows of one OUTPUT + STORE pair at the end of a Q tile (docs/compiler.md, "End of a Q tile").
 OUTPUT_CHUNK_ROWS = 32
 
@@ -296,39 +299,71 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
     exp_mult, exp_shift = softmax_fold(wl)
     recip_mult, out_shift = output_fold(wl)
     seq_k_pad = align_up(wl.seq_k, dim)
-    off = wl.causal_shift
 
     # ---------------------------------------------------------- DRAM layout
     dram = _Dram(cfg)
     sh = wl.shapes()
-    Qp = dram.add("Q", sh["Q"], (wl.batch, wl.heads, wl.seq_q, dpad), "int8")
-    Kp = dram.add("K", sh["K"], (wl.batch, wl.kv_heads, seq_k_pad, dpad), "int8")
-    Vp = dram.add("V", sh["V"], (wl.batch, wl.kv_heads, seq_k_pad, dpad), "int8")
-    Op = dram.add("O", sh["O"], (wl.batch, wl.heads, wl.seq_q, dpad), "int8", output=True)
+    tensors = {
+        "Q": dram.add("Q", sh["Q"], (wl.batch, wl.heads, wl.seq_q, dpad), "int8"),
+        "K": dram.add("K", sh["K"], (wl.batch, wl.kv_heads, seq_k_pad, dpad), "int8"),
+        "V": dram.add("V", sh["V"], (wl.batch, wl.kv_heads, seq_k_pad, dpad), "int8"),
+        "O": dram.add("O", sh["O"], (wl.batch, wl.heads, wl.seq_q, dpad), "int8", output=True),
+    }
 
     # ---------------------------------------------------------- on-chip map
     mem = _Onchip()
-    Qb = [mem.add(f"Q{i}", "spad", Br * nd) for i in range(2)]
-    Kb = [mem.add(f"K{i}", "spad", Bc * nd) for i in range(2)]
-    Vb = [mem.add(f"V{i}", "spad", Bc * nd) for i in range(2)]
-    Ost = mem.add("OUT", "spad", Br * nd)
-    Sb = [mem.add(f"S{i}", "acc", Br * nbc) for i in range(2)]
-    Ob = [mem.add(f"O{i}", "acc", Br * nd) for i in range(2)]
-    St = [mem.add(f"STATE{i}", "state", Br) for i in range(2)]
+    bufs = {name: [mem.add(f"{name}{i}", kind, rows) for i in range(2)]
+            for name, kind, rows in (("Q", "spad", Br * nd), ("K", "spad", Bc * nd), ("V", "spad", Bc * nd))}
+    bufs["OUT"] = mem.add("OUT", "spad", Br * nd)
+    bufs.update({name: [mem.add(f"{label}{i}", kind, rows) for i in range(2)]
+                 for name, label, kind, rows in (("S", "S", "acc", Br * nbc), ("O", "O", "acc", Br * nd),
+                                                 ("STATE", "STATE", "state", Br))})
     usage = mem.usage(cfg)
     assert usage["spad_rows"] <= cfg.spad_rows and usage["acc_rows"] <= cfg.acc_rows
 
-    # ---------------------------------------------------------- the steps
+    tiles, steps = _attention_steps(wl, Br, Bc, dim)
+    a = _AttentionEmitter(cfg, Br, Bc, nd, tiles, steps, tensors, bufs,
+                          folds=(exp_mult, exp_shift, recip_mult, out_shift))
+    a.program()
+
+    words = _checked(a.em.words(), cfg)
+    prog_addr, size = dram.finish(len(words), cfg)
+    return Program(words=words, layout=dram.layout, prog_addr=prog_addr, dram_bytes=size, onchip=usage,
+                   macs_useful=wl.macs, macs_issued=a.em.macs_issued, config=cfg, workload=wl,
+                   tiling={"Br": Br, "Bc": Bc, "head_dim_padded": dpad, "q_tiles": len(tiles),
+                           "kv_steps": len(steps), "exp_mult": exp_mult, "exp_shift": exp_shift,
+                           "recip_mult": recip_mult, "out_shift": out_shift})
+
+
+class _QTile(NamedTuple):
+    b: int
+    h: int
+    kvh: int          # its key/value head
+    q0: int           # first query row
+    rows: int
+
+
+class _Step(NamedTuple):
+    t: int            # Q tile
+    j: int            # KV tile
+    i0: int           # first row of the tile that sees a key of the step
+    rows: int         # rows from i0
+    cols: int         # key columns computed (before the row bands)
+    kv_valid: int     # real keys of the KV tile
+    bands: list       # (first row, rows, columns, causal, causal_offset): docs/compiler.md "Causal"
+
+
+def _attention_steps(wl: AttentionWorkload, Br: int, Bc: int, dim: int) -> tuple[list, list]:
+    """The Q tiles (batch, head, rows of Br) and, per Q tile, its KV steps (the causal ones trimmed)."""
+    off = wl.causal_shift
     n_kv = -(-wl.seq_k // Bc)
-    tiles = []          # (b, h, kvh, q0, rows)
-    steps = []          # (t, j, first row i0, rows from i0, columns, kv_valid, bands)
+    tiles, steps = [], []
     for b in range(wl.batch):
         for h in range(wl.heads):
-            kvh = h // wl.group
             for q0 in range(0, wl.seq_q, Br):
                 rows = min(Br, wl.seq_q - q0)
                 t = len(tiles)
-                tiles.append((b, h, kvh, q0, rows))
+                tiles.append(_QTile(b, h, h // wl.group, q0, rows))
                 last_key = q0 + rows - 1 + off          # the last query row of the tile sees keys <= this
                 n = n_kv if not wl.causal else max(1, min(n_kv, last_key // Bc + 1 if last_key >= 0 else 0))
                 for j in range(n):
@@ -342,116 +377,126 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
                         cols = max(1, min(kv_valid, last_key - k0 + 1))
                     bands = _causal_bands(i0, rows, kv_valid, q0 + off - k0, dim) if wl.causal \
                         else [(0, rows, cols, 0, 0)]
-                    steps.append((t, j, i0, rows - i0, cols, kv_valid, bands))
+                    steps.append(_Step(t, j, i0, rows - i0, cols, kv_valid, bands))
+    return tiles, steps
 
-    em = _Emitter(cfg)
-    SPAD, ACC = int(Mem.SPAD), int(Mem.ACC)
-    G = len(steps)
 
-    def loads(g):
-        t, j, i0, rows, cols, kv_valid, bands = steps[g]
-        b, h, kvh, q0, trows = tiles[t]
-        krows = align_up(cols, dim)
+class _AttentionEmitter:
+    """The instructions of one attention program, step by step (docs/compiler.md, "Attention:
+    instructions of one step"); :meth:`program` emits them in program order."""
 
-        def kv_load(name, P, buf):
-            em.emit(Opcode.LOAD, writes=[(name, g % 2)], mem=SPAD, dram_addr=P.offset(b, kvh, j * Bc),
-                    dram_stride=dpad, rows=krows, chunks=nd, sram_addr=buf[g % 2], sram_chunk_stride=Bc)
+    def __init__(self, cfg, Br, Bc, nd, tiles, steps, tensors, bufs, folds):
+        self.em = _Emitter(cfg)
+        self.dim, self.Br, self.Bc, self.nd = cfg.dim, Br, Bc, nd
+        self.dpad = nd * cfg.dim
+        self.tiles, self.steps, self.T, self.B = tiles, steps, tensors, bufs
+        self.exp_mult, self.exp_shift, self.recip_mult, self.out_shift = folds
+        # The Q buffers' rows in the first step's bands: tile 0 loads them one by one, the other
+        # tiles at once; the hazards are tracked per part (a LOAD of a whole tile writes every part).
+        parts = [(i0, rows) for i0, rows, *_ in steps[0].bands]
+        parts[0] = (0, parts[0][0] + parts[0][1])           # rows above the first band, if any
+        self.q_parts = parts
+
+    def program(self):
+        """Program order (a correct sequential program; the tokens let the queues overlap it): step
+        g = QK_g, PV_{g-1}, prefetch of g+1 (into the K/V buffers QK_{g-1} and PV_{g-1} just read),
+        softmax of g, then SCALE_g (or the finish of the previous Q tile, which waits for PV_{g-1})."""
+        steps, G = self.steps, len(self.steps)
+        self.loads(0)
+        for g in range(G):
+            self.qk(g)
+            if g:
+                self.pv(g - 1)
+            if g + 1 < G:
+                self.loads(g + 1)
+            self.softmax(g)
+            if g and steps[g].j == 0:
+                self.finish(steps[g - 1].t)
+        self.pv(G - 1)
+        self.finish(steps[G - 1].t)
+
+    def q_loads(self, t):
+        return self.q_parts if t == 0 else [(0, self.tiles[t].rows)]
+
+    def q_names(self, t, i0, rows):
+        return [("Q", t % 2, p) for p, (r0, n) in enumerate(self.q_parts) if r0 < i0 + rows and i0 < r0 + n]
+
+    def loads(self, g):
+        em, T, B, s = self.em, self.T, self.B, self.steps[g]
+        tile = self.tiles[s.t]
+        krows = align_up(s.cols, self.dim)
+
+        def kv_load(name):
+            em.emit(Opcode.LOAD, writes=[(name, g % 2)], mem=_SPAD,
+                    dram_addr=T[name].offset(tile.b, tile.kvh, s.j * self.Bc), dram_stride=self.dpad, rows=krows, chunks=self.nd, sram_addr=B[name][g % 2],
+                    sram_chunk_stride=self.Bc)
 
         if g == 0:
             # Nothing hides the first loads: K first, then Q in the first step's row bands, so that
             # the first QK band starts after K and one band of Q rather than after the whole Q tile.
-            kv_load("K", Kp, Kb)
-        if j == 0:
-            for r0, rows in q_loads(t):
-                em.emit(Opcode.LOAD, writes=q_names(t, r0, rows), mem=SPAD, dram_addr=Qp.offset(b, h, q0 + r0),
-                        dram_stride=dpad, rows=rows, chunks=nd, sram_addr=Qb[t % 2] + r0, sram_chunk_stride=Br)
+            kv_load("K")
+        if s.j == 0:
+            for r0, rows in self.q_loads(s.t):
+                em.emit(Opcode.LOAD, writes=self.q_names(s.t, r0, rows), mem=_SPAD,
+                        dram_addr=T["Q"].offset(tile.b, tile.h, tile.q0 + r0), dram_stride=self.dpad, rows=rows,
+                        chunks=self.nd, sram_addr=B["Q"][s.t % 2] + r0, sram_chunk_stride=self.Br)
         if g != 0:
-            kv_load("K", Kp, Kb)
-        kv_load("V", Vp, Vb)
+            kv_load("K")
+        kv_load("V")
 
-    # The Q buffers' rows in the first step's bands: tile 0 loads them one by one, the other tiles
-    # at once; the hazards are tracked per part (a LOAD of a whole tile writes every part).
-    q_parts = [(i0, rows) for i0, rows, *_ in steps[0][6]]
-    q_parts[0] = (0, q_parts[0][0] + q_parts[0][1])          # rows above the first band, if any
+    def qk(self, g):
+        B, s, t = self.B, self.steps[g], self.steps[g].t
+        for i0, rows, cols, _, _ in s.bands:
+            self.em.emit(Opcode.MATMUL, reads=self.q_names(t, i0, rows) + [("K", g % 2)], writes=[("S", g % 2)],
+                         accumulate=0, transpose_w=1, m_rows=rows, k_chunks=self.nd, n_blocks=-(-cols // self.dim),
+                         a_addr=B["Q"][t % 2] + i0, a_kstride=self.Br, w_addr=B["K"][g % 2], w_kstride=self.Bc,
+                         w_nstride=self.dim, out_addr=B["S"][g % 2] + i0, out_nstride=self.Br)
 
-    def q_loads(t):
-        return q_parts if t == 0 else [(0, tiles[t][4])]
+    def pv(self, g):
+        B, s, t = self.B, self.steps[g], self.steps[g].t
+        for i0, rows, cols, _, _ in s.bands:
+            self.em.emit(Opcode.MATMUL, reads=[("S", g % 2), ("V", g % 2)] + ([("O", t % 2)] if s.j else []),
+                         writes=[("O", t % 2)], accumulate=int(s.j > 0), transpose_w=0, a_mem=_ACC, m_rows=rows,
+                         k_chunks=-(-cols // self.dim), n_blocks=self.nd, a_addr=B["S"][g % 2] + i0,
+                         a_kstride=self.Br, w_addr=B["V"][g % 2], w_kstride=self.dim, w_nstride=self.Bc,
+                         out_addr=B["O"][t % 2] + i0, out_nstride=self.Br)
 
-    def q_names(t, i0, rows):
-        return [("Q", t % 2, p) for p, (r0, n) in enumerate(q_parts) if r0 < i0 + rows and i0 < r0 + n]
-
-    def qk(g):
-        t, j, *_, bands = steps[g]
-        for i0, rows, cols, _, _ in bands:
-            em.emit(Opcode.MATMUL, reads=q_names(t, i0, rows) + [("K", g % 2)], writes=[("S", g % 2)],
-                    accumulate=0, transpose_w=1, m_rows=rows, k_chunks=nd, n_blocks=-(-cols // dim),
-                    a_addr=Qb[t % 2] + i0, a_kstride=Br, w_addr=Kb[g % 2], w_kstride=Bc, w_nstride=dim,
-                    out_addr=Sb[g % 2] + i0, out_nstride=Br)
-
-    def pv(g):
-        t, j, *_, bands = steps[g]
-        for i0, rows, cols, _, _ in bands:
-            em.emit(Opcode.MATMUL, reads=[("S", g % 2), ("V", g % 2)] + ([("O", t % 2)] if j else []),
-                    writes=[("O", t % 2)], accumulate=int(j > 0), transpose_w=0, a_mem=ACC, m_rows=rows,
-                    k_chunks=-(-cols // dim), n_blocks=nd, a_addr=Sb[g % 2] + i0, a_kstride=Br,
-                    w_addr=Vb[g % 2], w_kstride=dim, w_nstride=Bc, out_addr=Ob[t % 2] + i0, out_nstride=Br)
-
-    def softmax(g):
-        t, j, i0, rows, cols, kv_valid, bands = steps[g]
-        trows = tiles[t][4]
-        if j == 0:
-            em.emit(Opcode.VECTOR, funct=int(VectorFunct.INIT), rows=trows, blocks=1, state_addr=St[t % 2])
-        for bi0, brows, bcols, causal, coff in bands:
-            common = dict(rows=brows, blocks=-(-bcols // dim), acc_addr=Sb[g % 2] + bi0, acc_block_stride=Br,
-                          state_addr=St[t % 2] + bi0, kv_valid=kv_valid, causal=causal, causal_offset=coff,
-                          mult=exp_mult, shift=exp_shift)
+    def softmax(self, g):
+        em, B, s = self.em, self.B, self.steps[g]
+        t, Br, state = s.t, self.Br, B["STATE"][s.t % 2]
+        trows = self.tiles[t].rows
+        if s.j == 0:
+            em.emit(Opcode.VECTOR, funct=int(VectorFunct.INIT), rows=trows, blocks=1, state_addr=state)
+        for bi0, brows, bcols, causal, coff in s.bands:
+            common = dict(rows=brows, blocks=-(-bcols // self.dim), acc_addr=B["S"][g % 2] + bi0,
+                          acc_block_stride=Br, state_addr=state + bi0, kv_valid=s.kv_valid, causal=causal,
+                          causal_offset=coff, mult=self.exp_mult, shift=self.exp_shift)
             em.emit(Opcode.VECTOR, reads=[("S", g % 2)], funct=int(VectorFunct.ROWMAX), **common)
             # P overwrites S in place: PV_g reads it from the accumulator (a_mem = ACC).
             em.emit(Opcode.VECTOR, reads=[("S", g % 2)], writes=[("S", g % 2)], funct=int(VectorFunct.EXP),
                     **common)
-        if j > 0:
+        if s.j > 0:
             em.emit(Opcode.VECTOR, reads=[("O", t % 2)], writes=[("O", t % 2)], funct=int(VectorFunct.SCALE),
-                    rows=rows, blocks=nd, acc_addr=Ob[t % 2] + i0, acc_block_stride=Br, state_addr=St[t % 2] + i0)
-        if g + 1 == G or steps[g + 1][0] != t:
-            # L is final: the (slow, sequential) reciprocal runs now, under QK_{g+1} and PV_g,
-            # rather than just before OUTPUT, where PV_{g+2} would wait for it.
-            em.emit(Opcode.VECTOR, funct=int(VectorFunct.RECIP), rows=trows, blocks=1, state_addr=St[t % 2],
-                    mult=recip_mult)
+                    rows=s.rows, blocks=self.nd, acc_addr=B["O"][t % 2] + s.i0, acc_block_stride=Br,
+                    state_addr=state + s.i0)
+        if g + 1 == len(self.steps) or self.steps[g + 1].t != t:
+            # L is final: the reciprocal runs now, under QK_{g+1} and PV_g, rather than just before
+            # OUTPUT, where PV_{g+2} would wait for it.
+            em.emit(Opcode.VECTOR, funct=int(VectorFunct.RECIP), rows=trows, blocks=1, state_addr=state,
+                    mult=self.recip_mult)
 
-    def finish(t):
+    def finish(self, t):
         # In row chunks, so that STORE of one chunk overlaps OUTPUT of the next: the last
         # tile's output reaches DRAM about one chunk's STORE after its last OUTPUT row.
-        b, h, kvh, q0, trows = tiles[t]
-        for c, (r0, rows) in enumerate(_row_chunks(trows, OUTPUT_CHUNK_ROWS)):
+        em, B, tile, Br = self.em, self.B, self.tiles[t], self.Br
+        for c, (r0, rows) in enumerate(_row_chunks(tile.rows, OUTPUT_CHUNK_ROWS)):
             em.emit(Opcode.VECTOR, reads=[("O", t % 2)], writes=[("OUT", c)], funct=int(VectorFunct.OUTPUT),
-                    rows=rows, blocks=nd, acc_addr=Ob[t % 2] + r0, acc_block_stride=Br,
-                    state_addr=St[t % 2] + r0, spad_addr=Ost + r0, spad_block_stride=Br, shift=out_shift)
-            em.emit(Opcode.STORE, reads=[("OUT", c)], mem=SPAD, dram_addr=Op.offset(b, h, q0 + r0),
-                    dram_stride=dpad, rows=rows, chunks=nd, sram_addr=Ost + r0, sram_chunk_stride=Br)
-
-    # Program order (a correct sequential program; the tokens let the queues overlap it): step g =
-    # QK_g, PV_{g-1}, prefetch of g+1 (into the K/V buffers QK_{g-1} and PV_{g-1} just read),
-    # softmax of g, then SCALE_g (or the finish of the previous Q tile, which waits for PV_{g-1}).
-    loads(0)
-    for g in range(G):
-        qk(g)
-        if g:
-            pv(g - 1)
-        if g + 1 < G:
-            loads(g + 1)
-        softmax(g)
-        if g and steps[g][1] == 0:
-            finish(steps[g - 1][0])
-    pv(G - 1)
-    finish(steps[G - 1][0])
-
-    words = _checked(em.words(), cfg)
-    prog_addr, size = dram.finish(len(words), cfg)
-    return Program(words=words, layout=dram.layout, prog_addr=prog_addr, dram_bytes=size, onchip=usage,
-                   macs_useful=wl.macs, macs_issued=em.macs_issued, config=cfg, workload=wl,
-                   tiling={"Br": Br, "Bc": Bc, "head_dim_padded": dpad, "q_tiles": len(tiles),
-                           "kv_steps": G, "exp_mult": exp_mult, "exp_shift": exp_shift,
-                           "recip_mult": recip_mult, "out_shift": out_shift})
+                    rows=rows, blocks=self.nd, acc_addr=B["O"][t % 2] + r0, acc_block_stride=Br,
+                    state_addr=B["STATE"][t % 2] + r0, spad_addr=B["OUT"] + r0, spad_block_stride=Br,
+                    shift=self.out_shift)
+            em.emit(Opcode.STORE, reads=[("OUT", c)], mem=_SPAD,
+                    dram_addr=self.T["O"].offset(tile.b, tile.h, tile.q0 + r0), dram_stride=self.dpad, rows=rows, chunks=self.nd, sram_addr=B["OUT"] + r0,
+                    sram_chunk_stride=Br)
 
 
 # ============================================================ GEMM
