@@ -23,6 +23,7 @@ from flashnpu.cosim.axi_memory_common import STAMP_BITS, Geometry, window_layout
 from flashnpu.cosim.axi_memory_read import AxiMemoryRead
 from flashnpu.cosim.axi_memory_write import AxiMemoryWrite
 from flashnpu.hw.axi import AXI4LiteSignature, AXI4Signature
+from flashnpu.spec.memory_timing import MemoryTiming
 
 __all__ = ["AxiMemory", "SimTop", "STORAGE_MODULE", "STORAGE_VERILOG", "with_storage",
            "sim_top_verilog"]
@@ -124,19 +125,15 @@ class AxiMemory(wiring.Component):
     """
 
     def __init__(self, *, addr_width, data_width, id_width, size_bytes, lat, queue_depth=16,
-                 slverr_base=0, slverr_size=0, storage="memory"):
+                 r_gap_every=0, slverr_base=0, slverr_size=0, storage="memory"):
         sig = AXI4Signature(addr_width=addr_width, data_width=data_width, id_width=id_width)
         beat = data_width // 8
         size_bytes = operator.index(size_bytes)
         if size_bytes <= 0 or size_bytes % beat or size_bytes > 1 << addr_width:
             raise ValueError(f"size_bytes must be a positive multiple of the beat ({beat} B) "
                              f"of at most 2**addr_width, not {size_bytes}")
-        lat = operator.index(lat)
-        if lat < 1:
-            raise ValueError(f"lat must be at least 1, not {lat}")
-        queue_depth = operator.index(queue_depth)
-        if queue_depth < 2:
-            raise ValueError(f"queue_depth must be at least 2, not {queue_depth}")
+        lat, queue_depth, r_gap_every = (operator.index(v) for v in (lat, queue_depth, r_gap_every))
+        MemoryTiming(lat=lat, queue_depth=queue_depth, r_gap_every=r_gap_every)     # checks them
         for name, v in (("slverr_base", slverr_base), ("slverr_size", slverr_size)):
             if not 0 <= v < 1 << addr_width:
                 raise ValueError(f"{name} must be between 0 and 2**addr_width - 1, not {v}")
@@ -149,6 +146,7 @@ class AxiMemory(wiring.Component):
         self._depth = self._geo.depth
         self._lat = lat
         self._qdepth = queue_depth
+        self._gap_every = r_gap_every
         self._slverr = (slverr_base, slverr_size)
         self._data = (memory.MemoryData(shape=unsigned(data_width), depth=self._depth, init=[])
                       if storage == "memory" else None)
@@ -184,7 +182,8 @@ class AxiMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         axi, geo = self.axi, self._geo
-        rd_side = m.submodules.read = AxiMemoryRead(geo, lat=self._lat, queue_depth=self._qdepth)
+        rd_side = m.submodules.read = AxiMemoryRead(geo, lat=self._lat, queue_depth=self._qdepth,
+                                                    r_gap_every=self._gap_every)
         wr_side = m.submodules.write = AxiMemoryWrite(geo, lat=self._lat, queue_depth=self._qdepth)
 
         now = Signal(STAMP_BITS)
@@ -255,7 +254,10 @@ class SimTop(wiring.Component):
     mem_bytes : int
         DRAM size.
     lat : int
-        DRAM latency (``AxiMemory``).
+        DRAM latency (``AxiMemory``); or give ``memory_timing``.
+    memory_timing : MemoryTiming
+        The memory's whole timing (``spec/memory_timing.py``: latency, queue depth, R gaps), the
+        description the performance model reads too.
     slverr_base, slverr_size : int
         Initial SLVERR window of the memory.
     storage : str
@@ -274,13 +276,15 @@ class SimTop(wiring.Component):
         The NPU inside (testbenches read its internal signals).
     """
 
-    def __init__(self, config, *, mem_bytes, lat, slverr_base=0, slverr_size=0,
+    def __init__(self, config, *, mem_bytes, lat=None, memory_timing=None, slverr_base=0, slverr_size=0,
                  storage="verilog"):
         # Imported here: the simulation memory does not need the NPU to exist.
         from flashnpu.hw.npu import NPU
+        mt = _memory_timing(config, lat, memory_timing)
         self._npu = NPU(config)
         self._mem = AxiMemory(addr_width=config.axi_addr_bits, data_width=config.dma_data_bits,
-                              id_width=config.axi_id_bits, size_bytes=mem_bytes, lat=lat,
+                              id_width=config.axi_id_bits, size_bytes=mem_bytes, lat=mt.lat,
+                              queue_depth=mt.queue_depth, r_gap_every=mt.r_gap_every,
                               slverr_base=slverr_base, slverr_size=slverr_size, storage=storage)
         mem_sig = self._mem.signature.members
         super().__init__({
@@ -315,7 +319,15 @@ class SimTop(wiring.Component):
         return m
 
 
-def sim_top_verilog(config, *, mem_bytes, lat, name="sim_top", **kwargs):
+def _memory_timing(config, lat, memory_timing):
+    """The memory timing of a SimTop: ``memory_timing``, or the plain latency ``lat``, for ``config``."""
+    if (lat is None) == (memory_timing is None):
+        raise ValueError("give exactly one of 'lat' and 'memory_timing'")
+    mt = MemoryTiming(lat=lat) if memory_timing is None else memory_timing
+    return mt.for_config(config)
+
+
+def sim_top_verilog(config, *, mem_bytes, lat=None, name="sim_top", **kwargs):
     """The Verilog of ``SimTop(config, mem_bytes=..., lat=..., **kwargs)`` (top module ``name``), storage included."""
     from flashnpu.cosim.verilog import to_verilog
     return with_storage(to_verilog(SimTop(config, mem_bytes=mem_bytes, lat=lat, **kwargs), name))

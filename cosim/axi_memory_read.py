@@ -22,6 +22,9 @@ class AxiMemoryRead(wiring.Component):
     """Answer read bursts in AR order: a burst whose AR handshake is in cycle ``h`` has its first beat
     on ``r`` in ``h + 1 + lat`` (later while ``r`` is busy), then one beat per cycle while ``r.ready``.
 
+    With ``r_gap_every = k >= 2`` (``spec/memory_timing.py``) the beats of a burst come ``k - 1`` at a
+    time, with one cycle without a beat between (``MemoryTiming.r_cycles``).
+
     ``ar.ready`` is high unless the queue of ``queue_depth`` bursts is full. ``r``'s ``valid``,
     ``id``, ``resp`` and ``last`` are registers; ``data`` is ``mem.data`` (0 for an error beat).
 
@@ -36,10 +39,11 @@ class AxiMemoryRead(wiring.Component):
     mem : Out(StorageReadSignature(geometry))
     """
 
-    def __init__(self, geometry, *, lat, queue_depth):
+    def __init__(self, geometry, *, lat, queue_depth, r_gap_every=0):
         self._geo = geometry
         self._lat = lat
         self._qdepth = queue_depth
+        self._gap_every = r_gap_every
         super().__init__({
             "ar": In(stream.Signature(burst_layout(geometry))),
             "r": Out(stream.Signature(r_layout(geometry))),
@@ -68,8 +72,18 @@ class AxiMemoryRead(wiring.Component):
         m.d.comb += r_resp.eq(geo.resp(m, r_addr, self.window))
         # The next beat is read in the cycle before it is shown: the read port
         # is the R data register, and it holds while R waits for ready.
+        r_can = Signal()            # a beat could be decided now
+        m.d.comb += r_can.eq((~r.valid | r.ready) & arq.r_rdy & due(head.ready, now))
+        r_gap = Signal()            # ... but this cycle is the burst's gap
         r_go = Signal()
-        m.d.comb += r_go.eq((~r.valid | r.ready) & arq.r_rdy & due(head.ready, now))
+        m.d.comb += r_go.eq(r_can & ~r_gap)
+        if self._gap_every:
+            since_gap = Signal(range(self._gap_every))     # beats of the burst since its start or last gap
+            m.d.comb += r_gap.eq(since_gap == self._gap_every - 1)
+            with m.If(r_can & r_gap):
+                m.d.sync += since_gap.eq(0)
+            with m.Elif(r_go):
+                m.d.sync += since_gap.eq(Mux(r_beat == ar.len, 0, since_gap + 1))
         m.d.comb += [rd.addr.eq(geo.index(r_addr)), rd.en.eq(r_go),
                      r.payload.data.eq(Mux(r_err, 0, rd.data))]
         with m.If(r_go):

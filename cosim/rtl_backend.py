@@ -18,6 +18,7 @@ import numpy as np
 from flashnpu.sw.asm import program_bytes
 from flashnpu.spec.config import load_config
 from flashnpu.spec.isa import ErrorCode
+from flashnpu.spec.memory_timing import MemoryTiming
 from flashnpu.sw.program import program_grant
 from flashnpu.spec.regmap import DramGrant
 from flashnpu.cosim.build import BuildResult, RunFolder, build_from_sources, run_cocotb, source_key
@@ -105,12 +106,18 @@ def fast_mem_bytes(image_bytes: int) -> int:
     return max(1 << 16, 1 << (int(image_bytes) - 1).bit_length())
 
 
-def build_sim_top(config, *, mem_bytes: int, lat: int, waves: bool = False, progress=None) -> BuildResult:
-    """Verilate ``SimTop`` (the NPU with the HDL memory of ``axi_memory.py``) as module ``sim_top``."""
+def build_sim_top(config, *, mem_bytes: int, lat: int | None = None, memory_timing: MemoryTiming | None = None,
+                  waves: bool = False, progress=None) -> BuildResult:
+    """Verilate ``SimTop`` (the NPU with the HDL memory of ``axi_memory.py``) as module ``sim_top``,
+    its memory of latency ``lat`` or of timing ``memory_timing``."""
     from flashnpu.cosim.axi_memory import sim_top_verilog
     cfg = load_config(config)
-    key = source_key("SimTop", json.dumps(cfg.to_dict(), sort_keys=True), mem_bytes, lat)
-    return build_from_sources(lambda: sim_top_verilog(cfg, mem_bytes=mem_bytes, lat=lat), "sim_top",
+    mt = (MemoryTiming(lat=lat) if memory_timing is None else memory_timing).for_config(cfg)
+    # (A plain latency keeps the key it always had, so existing models stay cached.)
+    plain = mt == MemoryTiming(lat=mt.lat).for_config(cfg)
+    key = source_key("SimTop", json.dumps(cfg.to_dict(), sort_keys=True), mem_bytes, mt.lat,
+                     *(() if plain else (mt.queue_depth, mt.r_gap_every)))
+    return build_from_sources(lambda: sim_top_verilog(cfg, mem_bytes=mem_bytes, memory_timing=mt), "sim_top",
                               key, HARNESS, waves=waves, progress=progress)
 
 
@@ -191,7 +198,8 @@ def run_program(program, image, *, config=None, grant: DramGrant | None = None, 
 
 def run_session(config, runs, *, backpressure: bool = False, waves: bool = False,
                 mem_size: int | None = None, slverr=(), seed: int = 0, memory: str = "axiram",
-                lat: int | None = None, progress=None, sim_progress=None, run_dir=None,
+                lat: int | None = None, memory_timing: MemoryTiming | None = None,
+                progress=None, sim_progress=None, run_dir=None,
                 wall_timeout_s: float = 7200, pause_p: float = 0.3) -> list[RtlResult]:
     """Run every :class:`RunSpec` of ``runs`` in turn in one simulation of the Verilated NPU.
 
@@ -204,7 +212,9 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
     ``memory`` is ``"axiram"`` (cocotbext-axi's ``AxiRam``: random stalls
     possible, about 20k beats/s) or ``"fast"`` (the HDL memory of
     ``cosim/axi_memory.py`` with latency ``lat``, default 1: one beat per
-    clock, no backpressure, one SLVERR range; its size is
+    clock, no backpressure, one SLVERR range; or, instead of ``lat``, with
+    ``memory_timing`` (``spec/memory_timing.py``: latency, queue depth, R
+    gaps, the description ``perfmodel.predict(..., memory_timing=...)`` reads); its size is
     :func:`fast_mem_bytes` of the largest image unless ``mem_size`` is given,
     and DECERR starts there).
 
@@ -216,8 +226,10 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
     cfg = load_config(config)
     if memory not in ("axiram", "fast"):
         raise ValueError(f"memory = {memory!r}: must be 'axiram' or 'fast'")
-    if memory == "axiram" and lat is not None:
-        raise ValueError("lat: the AxiRam memory has no latency setting (use lat=None or memory='fast')")
+    if memory == "axiram" and (lat is not None or memory_timing is not None):
+        raise ValueError("lat, memory_timing: the AxiRam memory has no timing settings (use memory='fast')")
+    if lat is not None and memory_timing is not None:
+        raise ValueError("give lat or memory_timing, not both")
     if memory == "fast" and backpressure:
         raise ValueError("backpressure needs memory='axiram' (the HDL memory has fixed timing)")
     if memory == "fast" and len(slverr) > 1:
@@ -259,8 +271,8 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
         raise ValueError(f"mem_size = {mem_size}: smaller than the image ({biggest} B)")
     if memory == "fast":
         mem_size = int(mem_size) if mem_size is not None else fast_mem_bytes(biggest)
-        b = build_sim_top(cfg, mem_bytes=mem_size, lat=1 if lat is None else int(lat), waves=waves,
-                          progress=progress)
+        mt = memory_timing if memory_timing is not None else MemoryTiming(lat=1 if lat is None else int(lat))
+        b = build_sim_top(cfg, mem_bytes=mem_size, memory_timing=mt, waves=waves, progress=progress)
     else:
         b = build_npu(cfg, waves=waves, progress=progress)
     folder = None

@@ -88,10 +88,10 @@ def _check_image(program, image) -> np.ndarray:
 def _perf(cfg, program, image_bytes, opts) -> RunResult:
     from flashnpu.sw.perfmodel import predict
     from flashnpu.sw.program import program_grant
-    bad = sorted(set(opts) - {"lat"})
+    bad = sorted(set(opts) - {"lat", "memory_timing"})
     if bad:
-        raise ValueError(f"backend 'perf' takes the option lat (its timing is the config's, "
-                         f"spec.timing), got {bad}")
+        raise ValueError(f"backend 'perf' takes the options lat and memory_timing (the rest of its "
+                         f"timing is the config's, spec.timing), got {bad}")
     t0 = time.perf_counter()
     perf = predict(cfg, [int(w) for w in program.words], grant=program_grant(program, image_bytes), **opts)
     return RunResult(outputs=None, program=program, cycles=perf.cycles, counters=dict(perf.counters),

@@ -31,6 +31,7 @@ from flashnpu.sw.asm import decode_word
 from flashnpu.spec.config import NPUConfig, load_config
 from flashnpu.sw.golden import check_fields, check_window
 from flashnpu.spec.isa import INSTR_BYTES, ErrorCode, Mem, Opcode, Queue, VectorFunct
+from flashnpu.spec.memory_timing import MemoryTiming
 from flashnpu.spec.regmap import COUNTERS
 from flashnpu.spec.timing import Timing, timing
 
@@ -154,9 +155,12 @@ class LoadModel:
     same state through ``start``/``run``/``fetch`` to interleave the fetches.
     """
 
-    def __init__(self, config: NPUConfig, lat: int, *, closed_form: bool = True):
+    def __init__(self, config: NPUConfig, lat: int, *, closed_form: bool = True, r_gap_every: int = 0):
         self.cfg, self.lat = config, lat
         self.closed_form = closed_form  # jump over steady-state bursts (False: one by one, for tests)
+        # With R gaps (spec/memory_timing.py) a burst holds R for r_cycles(beats) cycles; everything
+        # below counts a burst's R cycles, which are its beats without gaps.
+        self.r_cycles = MemoryTiming(lat=lat, r_gap_every=r_gap_every).r_cycles if r_gap_every else None
         t = timing(config)
         self.n_slots = t.read_slots
         self.ar_lat = t.ar_to_first_beat + lat         # AR decision -> first R beat, at the earliest
@@ -186,6 +190,10 @@ class LoadModel:
         # the slot here spares :func:`predict` a call to ``run`` that could place nothing before a fetch).
         slot = self.free[len(self.free) - self.n_slots] + 1
         first = accept + self.take_to_ar
+        if self.r_cycles is not None:
+            if run_end is None:
+                run_end = equal_runs(bursts)       # (equal beats, equal R cycles)
+            bursts = tuple(map(self.r_cycles, bursts))
         self.bursts, self.next, self.cand = bursts, 0, first if first > slot else slot
         self.run_end = equal_runs(bursts) if run_end is None else run_end
 
@@ -194,7 +202,7 @@ class LoadModel:
         s = cycle + self.ar_lat
         if s < self.r_free:
             s = self.r_free
-        self.r_free = s + beats
+        self.r_free = s + (beats if self.r_cycles is None else self.r_cycles(beats))
         self.last_fetch = cycle
         self.fetch_count = self.count
         if self.cand == cycle:
@@ -713,17 +721,17 @@ class _Events:
     a fetch request or a LOAD burst). The hot loops copy attributes into locals.
     """
 
-    def __init__(self, cfg: NPUConfig, t: Timing, g: _Graph, n_code: int, lat: int):
+    def __init__(self, cfg: NPUConfig, t: Timing, g: _Graph, n_code: int, mem: MemoryTiming):
         n = len(g.queue_of)
         self.g, self.n, self.halt, self.n_code = g, n, n - 1, n_code
         self.fb = t.fetch_beats
-        self.word_delay = t.fetch_beats + t.beat_to_word - 1      # first R beat -> word offered
+        self.word_delay = mem.r_cycles(t.fetch_beats) + t.beat_to_word - 1   # first R beat -> word offered
         self.chk = t.check_to_dispatch
         self.to_head = t.dispatch_to_head + t.head_to_offer
         self.tok_delay = t.done_to_token
         self.infl_depth = t.inflight_depth
-        self.loads = LoadModel(cfg, lat)
-        self.stores = StoreModel(cfg, lat)
+        self.loads = LoadModel(cfg, mem.lat, r_gap_every=mem.r_gap_every)
+        self.stores = StoreModel(cfg, mem.lat)
         self.D = [None] * n          # cycle each word is written into its queue (HALT: leaves the check stage)
         self.H = [0] * n             # cycle each word enters the check stage
         self.take = [None] * n
@@ -933,7 +941,7 @@ def _result(g: _Graph, ev: _Events, t: Timing) -> PerfResult:
     return res
 
 
-def predict(config, words, *, lat: int = 1, grant=None) -> PerfResult:
+def predict(config, words, *, lat: int = 1, grant=None, memory_timing: MemoryTiming | None = None) -> PerfResult:
     """Predict the cycles and counters of ``words`` (a legal program ending in HALT) on ``config``.
 
     Cycle 0 is the cycle START takes effect; ``cycles`` is the CYCLES counter
@@ -944,17 +952,24 @@ def predict(config, words, *, lat: int = 1, grant=None) -> PerfResult:
     With a code window longer than the program, the NPU prefetches words past
     HALT and ends only when their reads are in: that tail is not modelled.
     Every latency and depth comes from ``spec.timing.timing(config)``.
+    ``memory_timing`` (``spec/memory_timing.py``) is the memory's whole timing instead of ``lat``:
+    the description ``cosim/axi_memory.py`` is built from (latency, queue depth, R gaps).
     """
     cfg = load_config(config)
     t = timing(cfg)
     if lat < 1:
         raise ValueError(f"lat = {lat}: the ideal slave's latency must be at least 1")
+    if memory_timing is None:
+        memory_timing = MemoryTiming(lat=lat)
+    elif lat != 1:
+        raise ValueError("give lat or memory_timing, not both")
+    memory_timing = memory_timing.for_config(cfg)
     info = _program_info(cfg, words)
     # Words in the code window [PROG_ADDR, PROG_END): the most the NPU fetches.
     n_code = len(words) if grant is None else (grant.prog_end - grant.prog_addr) // INSTR_BYTES
     if grant is not None:
         _check_grant(cfg, words[:len(info)], grant)
     g = _graph(info, t.queue_depth, (1 << cfg.token_bits) - 1)
-    ev = _Events(cfg, t, g, n_code, lat)
+    ev = _Events(cfg, t, g, n_code, memory_timing)
     ev.run()
     return _result(g, ev, t)

@@ -95,6 +95,47 @@ def test_read_beats_in_order_at_ready_or_when_r_frees(lat, start):
         taken = took
 
 
+@pytest.mark.parametrize("gap_every", [2, 3, 5])
+def test_read_gaps_leave_one_cycle_after_every_k_minus_1_beats_of_a_burst(gap_every):
+    """With ``r_gap_every = k``, beat j > 0 of a burst with j % (k-1) == 0 shows one cycle later than
+    it would without gaps (spec/memory_timing.py); a burst's first beat never waits for a gap."""
+    rng = random.Random(gap_every)
+    lat = 2
+    dut = AxiMemoryRead(GEO, lat=lat, queue_depth=16, r_gap_every=gap_every)
+    words = Sram.random(GEO.depth, BEAT, rng)
+    bursts = [(i % 16, rng.randrange(0, 400), rng.choice([0, 1, 4, 7])) for i in range(10)]
+    hs, beats = [], []
+
+    async def tb(ctx):
+        set_window(ctx, dut)
+        shown = None
+        for c in range(400):
+            ctx.set(dut.now, c)
+            valid = len(hs) < len(bursts) and rng.random() < 0.5
+            offer_burst(ctx, dut.ar, valid and bursts[len(hs)])
+            if valid:
+                hs.append(c)
+            ready = rng.random() < 0.7
+            ctx.set(dut.r.ready, ready)
+            words.step(ctx, rd=dut.mem)
+            if ctx.get(dut.r.valid):
+                shown = c if shown is None else shown
+                if ready:
+                    beats.append((shown, c, ctx.get(dut.r.payload.data)))
+                    shown = None
+            await ctx.tick()
+
+    run(dut, tb)
+    want = [(h, j, a) for (bid, addr, length), h in zip(bursts, hs) for j, a in enumerate(beat_addrs(addr, length))]
+    assert len(beats) == len(want)
+    taken = None
+    for (shown, took, data), (h, j, a) in zip(beats, want):
+        gap = int(j > 0 and j % (gap_every - 1) == 0)
+        assert shown == max(h + 1 + lat if j == 0 else 0, taken + 1 + gap if taken is not None else 0)
+        assert data == words.rows[a // BEAT]
+        taken = took
+
+
 # ------------------------------------------------------------------- write
 @pytest.mark.parametrize("lat, start", [(1, 0), (3, STAMP_MASK - 30)])
 def test_write_beats_land_in_order_and_b_follows_at_its_ready_stamp(lat, start):

@@ -53,7 +53,7 @@ def test_perf_backend_is_the_performance_model_and_has_no_outputs(wl):
 
 
 def test_perf_backend_names_bad_options():
-    with pytest.raises(ValueError, match=r"backend 'perf' takes the option lat .*got \['waves'\]"):
+    with pytest.raises(ValueError, match=r"takes the options lat and memory_timing .*got \['waves'\]"):
         run(GEMM, None, backend="perf", config="tiny", waves=True)
     with pytest.raises(ValueError, match="check_golden: backend 'perf' has no outputs"):
         run(GEMM, None, backend="perf", config="tiny", check_golden=True)

@@ -29,6 +29,7 @@ from flashnpu.sw.asm import assemble, encode_word
 from flashnpu.sw.compiler import compile_workload
 from flashnpu.spec.config import load_config
 from flashnpu.spec.isa import INSTR_BYTES, Mem, Opcode, Queue, VectorFunct
+from flashnpu.spec.memory_timing import MemoryTiming
 from flashnpu.sw.perfmodel import LoadModel, StoreModel, fetch_beats, predict
 from flashnpu.sw.reference import make_attention_tensors, make_gemm_tensors
 from flashnpu.spec.regmap import COUNTERS, CONTROL_START, REG
@@ -68,14 +69,15 @@ def _single(text):
 
 
 # ------------------------------------------------------- Amaranth simulation
-def simulate(cfg, words, image, prog_addr, *, lat, mem_bytes=1 << 16, max_cycles=20_000):
-    """Run on NPU + AxiMemory in Amaranth's simulator.
+def simulate(cfg, words, image, prog_addr, *, lat=None, memory_timing=None, mem_bytes=1 << 16,
+             max_cycles=20_000):
+    """Run on NPU + AxiMemory (latency ``lat``, or timing ``memory_timing``) in Amaranth's simulator.
 
     Returns ``(events, counters)``: per unit name the ``(take, done)`` cycles
     of its instructions in order, with cycle 0 the cycle ``start`` is high,
     and the register block's counters after the run.
     """
-    top = SimTop(cfg, mem_bytes=mem_bytes, lat=lat, storage="memory")
+    top = SimTop(cfg, mem_bytes=mem_bytes, lat=lat, memory_timing=memory_timing, storage="memory")
     npu, seq = top.npu, top.npu.seq
     beat = cfg.dma_beat_bytes
     img = bytearray(np.asarray(image, dtype=np.uint8).tobytes())
@@ -281,12 +283,62 @@ def test_random_programs_in_amaranth_sim(seed):
     assert perf.counters == counters
 
 
+#: Memory timings beyond a plain latency (spec/memory_timing.py): R gaps every k-th cycle of a burst.
+GAP_CASES = [
+    ("gemm-1tile", lambda: _program(TINY, GEMM_1TILE["tiny"]), MemoryTiming(lat=1, r_gap_every=2)),
+    ("gemm-3x2x2", lambda: _program(TINY, GemmWorkload(M=12, N=8, K=8)), MemoryTiming(lat=3, r_gap_every=3)),
+    ("attention-causal", lambda: _program(TINY, AttentionWorkload(
+        batch=1, heads=1, kv_heads=1, seq_q=8, seq_k=12, head_dim=8, causal=True)), MemoryTiming(lat=2, r_gap_every=5)),
+    ("loads-one-row", lambda: _loads_one_row(), MemoryTiming(lat=1, r_gap_every=2)),
+]
+
+
+@pytest.mark.parametrize("name, make, mt", GAP_CASES,
+                         ids=[f"{c[0]}-lat{c[2].lat}-gap{c[2].r_gap_every}" for c in GAP_CASES])
+def test_memory_timing_with_r_gaps_in_amaranth_sim(name, make, mt):
+    """The HDL memory and the model read one description: with R gaps, every take and done cycle
+    and every counter equal, and the gaps cost cycles (the model of the plain latency is wrong)."""
+    words, image, prog_addr = make()
+    events, counters = simulate(TINY, words, image, prog_addr, memory_timing=mt, max_cycles=100_000)
+    perf = predict(TINY, words, memory_timing=mt)
+    assert _model_events(perf) == events
+    assert perf.counters == counters
+    assert predict(TINY, words, lat=mt.lat).cycles < perf.cycles
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_programs_with_r_gaps_in_amaranth_sim(seed):
+    """Random legal programs at random latencies and R gaps: every take/done cycle and counter."""
+    rng = random.Random(100 + seed)
+    mt = MemoryTiming(lat=rng.choice([1, 2, 5]), r_gap_every=rng.choice([2, 3, 4, 7]))
+    words = random_program(TINY, rng, n=rng.choice([10, 25]))
+    events, counters = simulate(TINY, words, np.zeros(1 << 16, np.uint8), 0xC000, memory_timing=mt,
+                                max_cycles=100_000)
+    perf = predict(TINY, words, memory_timing=mt)
+    assert _model_events(perf) == events
+    assert perf.counters == counters
+
+
+def test_memory_timing_rejections():
+    """A description that cannot work, or that the model cannot time exactly, names its field."""
+    with pytest.raises(ValueError, match="'r_gap_every' = 1"):
+        MemoryTiming(r_gap_every=1)
+    with pytest.raises(ValueError, match="'lat' = 0"):
+        MemoryTiming(lat=0)
+    with pytest.raises(ValueError, match=r"'queue_depth' = 8: .*fetch_depth \+ read_slots"):
+        predict(TINY, assemble("halt"), memory_timing=MemoryTiming(queue_depth=8))
+    with pytest.raises(ValueError, match="lat or memory_timing"):
+        predict(TINY, assemble("halt"), lat=2, memory_timing=MemoryTiming())
+
+
 # --------------------------------------------------------- Verilated NPU
-def _rtl_counters(cfg, words, image, prog_addr, lat):
+def _rtl_counters(cfg, words, image, prog_addr, lat, memory_timing=None):
     from types import SimpleNamespace
 
     from flashnpu.cosim.rtl_backend import run_program
-    rtl = run_program(SimpleNamespace(words=words, prog_addr=prog_addr), image, config=cfg, memory="fast", lat=lat)
+    timing_opt = {"lat": lat} if memory_timing is None else {"memory_timing": memory_timing}
+    rtl = run_program(SimpleNamespace(words=words, prog_addr=prog_addr), image, config=cfg, memory="fast",
+                      **timing_opt)
     assert rtl.done, (rtl.error_code, rtl.error_pc)
     return rtl.counters
 
@@ -299,6 +351,17 @@ def _check_rtl(cfg, case, lat):
 
 
 SINGLE = ["gemm-1tile", *VECTOR_OPS]
+
+
+@pytest.mark.rtl
+def test_rtl_memory_timing_with_r_gaps():
+    """The Verilated NPU on an HDL memory with latency 2 and an R gap every 3rd cycle of a burst:
+    every counter is the model's for the same description."""
+    mt = MemoryTiming(lat=2, r_gap_every=3)
+    words, image, prog_addr = _program(TINY, _GQA, seed=2)
+    perf = predict(TINY, words, memory_timing=mt)
+    assert perf.counters == _rtl_counters(TINY, words, image, prog_addr, None, memory_timing=mt)
+    assert predict(TINY, words, lat=2).cycles < perf.cycles
 
 
 def _single_case(cfg, name):
