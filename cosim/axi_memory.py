@@ -328,6 +328,9 @@ def _memory_timing(config, lat, memory_timing):
 
 
 def sim_top_verilog(config, *, mem_bytes, lat=None, name="sim_top", **kwargs):
-    """The Verilog of ``SimTop(config, mem_bytes=..., lat=..., **kwargs)`` (top module ``name``), storage included."""
+    """The Verilog of ``SimTop(config, mem_bytes=..., lat=..., **kwargs)`` (top module ``name``), storage
+    included, for Verilator: its reset input goes through a register (``cosim/registered_reset.py``)."""
+    from flashnpu.cosim.registered_reset import RegisteredReset
     from flashnpu.cosim.verilog import to_verilog
-    return with_storage(to_verilog(SimTop(config, mem_bytes=mem_bytes, lat=lat, **kwargs), name))
+    top = RegisteredReset(SimTop(config, mem_bytes=mem_bytes, lat=lat, **kwargs))
+    return with_storage(to_verilog(top, name))

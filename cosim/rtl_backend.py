@@ -92,11 +92,13 @@ class RtlResult:
 
 
 def build_npu(config, *, waves: bool = False, progress=None) -> BuildResult:
-    """Verilate ``NPU(config)`` as module ``npu`` (cached by hash; instant when no source changed)."""
+    """Verilate ``NPU(config)`` as module ``npu`` (cached by hash; instant when no source changed), its
+    reset input through a register (``cosim/registered_reset.py``: about 3x the simulation speed)."""
+    from flashnpu.cosim.registered_reset import RegisteredReset
     from flashnpu.hw.npu import NPU
     cfg = load_config(config)
     key = source_key("NPU", json.dumps(cfg.to_dict(), sort_keys=True))
-    return build_from_sources(lambda: to_verilog(NPU(cfg), "npu"), "npu", key, HARNESS,
+    return build_from_sources(lambda: to_verilog(RegisteredReset(NPU(cfg)), "npu"), "npu", key, HARNESS,
                               waves=waves, progress=progress)
 
 

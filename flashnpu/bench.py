@@ -46,6 +46,10 @@ BENCH_LAT = 1
 
 #: Utilization at or above which a run counts as compute-bound.
 COMPUTE_BOUND = 0.97
+#: Simulation speed target (issue 17): RTL cycles per second of simulator wall time, START to done.
+SIM_SPEED_TARGET = 150_000
+#: Model speed target (issue 17): the simulation's wall time over the model's, first call included.
+MODEL_SPEEDUP_TARGET = 10_000
 #: Busy fraction at or above which a unit other than the array counts as a bound of its own.
 SATURATED = 0.90
 
@@ -314,7 +318,7 @@ def measure_rtl(case: BenchCase, config, *, seed: int = 0, mem_size: int | None 
 def add_model(row: dict, config) -> dict:
     """Compile the row's case again, predict it with the performance model, fill the derived columns."""
     from flashnpu.sw.compiler import compile_workload
-    from flashnpu.sw.perfmodel import predict
+    from flashnpu.sw.perfmodel import clear_cache, predict
     cfg = load_config(config)
     case = _case_from_row(row)
     prog = compile_workload(case.workload(), cfg)
@@ -333,9 +337,11 @@ def add_model(row: dict, config) -> dict:
         row.update(model_cycles=None, model_error=None, model_counters=None, losses=None,
                    bottleneck="stale: the program changed since this RTL run (run the case again)")
         return row
+    clear_cache()                       # a first call, as a new program's (issue 17: first call included)
     t0 = time.perf_counter()
     perf = predict(cfg, prog.words, lat=BENCH_LAT)
     row["model_s"] = time.perf_counter() - t0
+    row["model_speedup"] = row["sim_run_s"] / row["model_s"] if row.get("sim_run_s") else None
     causes = array_idle_causes(perf, prog.words, cfg)
     model_idle = perf.cycles - perf.busy["matrix"]
     text, losses = bottleneck(row, causes, model_idle)
@@ -442,6 +448,10 @@ COLUMNS = (
     ("MACs/cycle per 1k LUT4", lambda r: None if r.get("macs_per_klut") is None else f"{r['macs_per_klut']:.2f}"),
     ("bit-exact", lambda r: "yes" if r["bit_exact"] else "NO"),
     ("sim wall", lambda r: f"{r['sim_wall_s']:.1f} s"),
+    ("sim cycles/s (>=150k)", lambda r: None if r.get("sim_cycles_per_s") is None
+     else f"{r['sim_cycles_per_s'] / 1000:,.0f}k " + ("met" if r["sim_cycles_per_s"] >= SIM_SPEED_TARGET else "MISSED")),
+    ("model speedup (>=10,000x)", lambda r: None if r.get("model_speedup") is None
+     else f"{r['model_speedup']:,.0f}x " + ("met" if r["model_speedup"] >= MODEL_SPEEDUP_TARGET else "MISSED")),
 )
 
 

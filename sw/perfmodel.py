@@ -35,7 +35,7 @@ from flashnpu.spec.memory_timing import MemoryTiming
 from flashnpu.spec.regmap import COUNTERS
 from flashnpu.spec.timing import Timing, timing
 
-__all__ = ["plan_bursts", "burst_beats", "fetch_beats", "LoadModel", "StoreModel", "MatrixModel", "VectorModel",
+__all__ = ["clear_cache", "plan_bursts", "burst_beats", "fetch_beats", "LoadModel", "StoreModel", "MatrixModel", "VectorModel",
            "vector_cycles", "scale_stall_cycles", "PerfResult", "predict"]
 
 
@@ -596,6 +596,11 @@ def _busy_union(spans) -> int:
 
 
 _INFO_CACHE: dict = {}
+
+
+def clear_cache() -> None:
+    """Forget every decoded word, so that the next :func:`predict` costs what a new program's first does."""
+    _INFO_CACHE.clear()
 
 
 def _program_info(cfg: NPUConfig, words) -> list[tuple]:
