@@ -100,8 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace", metavar="FILE",
                    help="write a Perfetto trace (JSON) here (checked writable before the run)")
     p.add_argument("--backpressure", action="store_true", help="random AXI delays")
-    p.add_argument("--memory", choices=("axiram", "fast"), default="axiram",
-                   help="DRAM model: cocotbext-axi AxiRam, or the faster HDL ideal slave (docs/axi_memory.md)")
+    p.add_argument("--memory", choices=("axiram", "fast"), default=None,
+                   help="DRAM model: the HDL ideal slave (docs/axi_memory.md; the default, about 10x "
+                        "faster) or cocotbext-axi's AxiRam (the default with --backpressure, which needs it)")
 
     p = sub.add_parser("bench", help="run the benchmark suite (docs/benchmark.md)")
     p.add_argument("--config", default="default", help="config name or YAML path")
@@ -341,8 +342,9 @@ def cli_run(args) -> int:
         bar.update(cycles - bar.n)
 
     try:
+        memory = args.memory or ("axiram" if args.backpressure else "fast")
         rtl = run_program(prog, image, config=cfg, backpressure=args.backpressure, waves=args.waves,
-                          seed=args.seed, progress=progress, sim_progress=sim_progress, memory=args.memory)
+                          seed=args.seed, progress=progress, sim_progress=sim_progress, memory=memory)
     except RtlError as e:
         print(f"RTL run failed: {e}", file=sys.stderr)
         return 1
