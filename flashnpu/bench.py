@@ -449,7 +449,8 @@ COLUMNS = (
     ("bit-exact", lambda r: "yes" if r["bit_exact"] else "NO"),
     ("sim wall", lambda r: f"{r['sim_wall_s']:.1f} s"),
     ("sim cycles/s (>=150k)", lambda r: None if r.get("sim_cycles_per_s") is None
-     else f"{r['sim_cycles_per_s'] / 1000:,.0f}k " + ("met" if r["sim_cycles_per_s"] >= SIM_SPEED_TARGET else "MISSED")),
+     else f"{r['sim_cycles_per_s'] / 1000:,.0f}k "
+     + ("met" if r["sim_cycles_per_s"] >= SIM_SPEED_TARGET else "MISSED")),
     ("model speedup (>=10,000x)", lambda r: None if r.get("model_speedup") is None
      else f"{r['model_speedup']:,.0f}x " + ("met" if r["model_speedup"] >= MODEL_SPEEDUP_TARGET else "MISSED")),
 )

@@ -428,8 +428,8 @@ class _AttentionEmitter:
 
         def kv_load(name):
             em.emit(Opcode.LOAD, writes=[(name, g % 2)], mem=_SPAD,
-                    dram_addr=T[name].offset(tile.b, tile.kvh, s.j * self.Bc), dram_stride=self.dpad, rows=krows, chunks=self.nd, sram_addr=B[name][g % 2],
-                    sram_chunk_stride=self.Bc)
+                    dram_addr=T[name].offset(tile.b, tile.kvh, s.j * self.Bc), dram_stride=self.dpad,
+                    rows=krows, chunks=self.nd, sram_addr=B[name][g % 2], sram_chunk_stride=self.Bc)
 
         if g == 0:
             # Nothing hides the first loads: K first, then Q in the first step's row bands, so that
@@ -495,8 +495,8 @@ class _AttentionEmitter:
                     state_addr=B["STATE"][t % 2] + r0, spad_addr=B["OUT"] + r0, spad_block_stride=Br,
                     shift=self.out_shift)
             em.emit(Opcode.STORE, reads=[("OUT", c)], mem=_SPAD,
-                    dram_addr=self.T["O"].offset(tile.b, tile.h, tile.q0 + r0), dram_stride=self.dpad, rows=rows, chunks=self.nd, sram_addr=B["OUT"] + r0,
-                    sram_chunk_stride=Br)
+                    dram_addr=self.T["O"].offset(tile.b, tile.h, tile.q0 + r0), dram_stride=self.dpad,
+                    rows=rows, chunks=self.nd, sram_addr=B["OUT"] + r0, sram_chunk_stride=Br)
 
 
 # ============================================================ GEMM

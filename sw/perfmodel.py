@@ -35,8 +35,8 @@ from flashnpu.spec.memory_timing import MemoryTiming
 from flashnpu.spec.regmap import COUNTERS
 from flashnpu.spec.timing import Timing, timing
 
-__all__ = ["clear_cache", "plan_bursts", "burst_beats", "fetch_beats", "LoadModel", "StoreModel", "MatrixModel", "VectorModel",
-           "vector_cycles", "scale_stall_cycles", "PerfResult", "predict"]
+__all__ = ["clear_cache", "plan_bursts", "burst_beats", "fetch_beats", "LoadModel", "StoreModel", "MatrixModel",
+           "VectorModel", "vector_cycles", "scale_stall_cycles", "PerfResult", "predict"]
 
 
 # ----------------------------------------------------------------------- DMA
