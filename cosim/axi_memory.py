@@ -100,6 +100,9 @@ class AxiMemory(wiring.Component):
         Latency as in the ideal slave model; at least 1.
     queue_depth : int
         Entries of the AR, AW, W and B queues.
+    r_gap_every : int
+        0, or ``k >= 2``: one cycle without an R beat after every ``k - 1`` beats of a burst
+        (``spec/memory_timing.py``, which also checks these three numbers).
     slverr_base, slverr_size : int
         Initial SLVERR window (empty by default); the backdoor can change it.
     storage : str
