@@ -52,27 +52,22 @@ def set_window(ctx, dut):
 
 
 # -------------------------------------------------------------------- read
-@pytest.mark.parametrize("lat, start", [(1, 0), (4, STAMP_MASK - 30)])
-def test_read_beats_in_order_at_ready_or_when_r_frees(lat, start):
-    """Beat n shows in ``max(h + 1 + lat, previous beat taken + 1)``; data from the array, 0 on error.
-    ``start`` near 2**32: the stamps wrap during the run."""
-    rng = random.Random(lat)
-    dut = AxiMemoryRead(GEO, lat=lat, queue_depth=16)
-    words = Sram.random(GEO.depth, BEAT, rng)
-    bursts = [random_burst(rng) for _ in range(12)]
-    hs, beats = [], []          # AR handshake cycles; (cycle shown, cycle taken, id, data, resp, last)
+def run_reads(dut, words, bursts, rng, *, start=0, ready_p=0.6, cycles=400):
+    """Offer ``bursts`` on AR at random, take R at random: the AR handshake cycles and, per beat,
+    ``(cycle shown, cycle taken, id, data, resp, last)``."""
+    hs, beats = [], []
 
     async def tb(ctx):
         set_window(ctx, dut)
         shown = None
-        for c in range(400):
+        for c in range(cycles):
             ctx.set(dut.now, (start + c) & STAMP_MASK)
             valid = len(hs) < len(bursts) and rng.random() < 0.5
             offer_burst(ctx, dut.ar, valid and bursts[len(hs)])
             if valid:
                 assert ctx.get(dut.ar.ready)          # never full here
                 hs.append(c)
-            ready = rng.random() < 0.6
+            ready = rng.random() < ready_p
             ctx.set(dut.r.ready, ready)
             words.step(ctx, rd=dut.mem)
             if ctx.get(dut.r.valid):
@@ -84,6 +79,18 @@ def test_read_beats_in_order_at_ready_or_when_r_frees(lat, start):
             await ctx.tick()
 
     run(dut, tb)
+    return hs, beats
+
+
+@pytest.mark.parametrize("lat, start", [(1, 0), (4, STAMP_MASK - 30)])
+def test_read_beats_in_order_at_ready_or_when_r_frees(lat, start):
+    """Beat n shows in ``max(h + 1 + lat, previous beat taken + 1)``; data from the array, 0 on error.
+    ``start`` near 2**32: the stamps wrap during the run."""
+    rng = random.Random(lat)
+    dut = AxiMemoryRead(GEO, lat=lat, queue_depth=16)
+    words = Sram.random(GEO.depth, BEAT, rng)
+    bursts = [random_burst(rng) for _ in range(12)]
+    hs, beats = run_reads(dut, words, bursts, rng, start=start)
     want = [(h, bid, a, j == length) for (bid, addr, length), h in zip(bursts, hs)
             for j, a in enumerate(beat_addrs(addr, length))]
     assert len(beats) == len(want) == sum(b[2] + 1 for b in bursts)
@@ -104,32 +111,11 @@ def test_read_gaps_leave_one_cycle_after_every_k_minus_1_beats_of_a_burst(gap_ev
     dut = AxiMemoryRead(GEO, lat=lat, queue_depth=16, r_gap_every=gap_every)
     words = Sram.random(GEO.depth, BEAT, rng)
     bursts = [(i % 16, rng.randrange(0, 400), rng.choice([0, 1, 4, 7])) for i in range(10)]
-    hs, beats = [], []
-
-    async def tb(ctx):
-        set_window(ctx, dut)
-        shown = None
-        for c in range(400):
-            ctx.set(dut.now, c)
-            valid = len(hs) < len(bursts) and rng.random() < 0.5
-            offer_burst(ctx, dut.ar, valid and bursts[len(hs)])
-            if valid:
-                hs.append(c)
-            ready = rng.random() < 0.7
-            ctx.set(dut.r.ready, ready)
-            words.step(ctx, rd=dut.mem)
-            if ctx.get(dut.r.valid):
-                shown = c if shown is None else shown
-                if ready:
-                    beats.append((shown, c, ctx.get(dut.r.payload.data)))
-                    shown = None
-            await ctx.tick()
-
-    run(dut, tb)
+    hs, beats = run_reads(dut, words, bursts, rng, ready_p=0.7)
     want = [(h, j, a) for (bid, addr, length), h in zip(bursts, hs) for j, a in enumerate(beat_addrs(addr, length))]
     assert len(beats) == len(want)
     taken = None
-    for (shown, took, data), (h, j, a) in zip(beats, want):
+    for (shown, took, _id, data, _resp, _last), (h, j, a) in zip(beats, want):
         gap = int(j > 0 and j % (gap_every - 1) == 0)
         assert shown == max(h + 1 + lat if j == 0 else 0, taken + 1 + gap if taken is not None else 0)
         assert data == words.rows[a // BEAT]
