@@ -115,10 +115,8 @@ def build_sim_top(config, *, mem_bytes: int, lat: int | None = None, memory_timi
     from flashnpu.cosim.axi_memory import sim_top_verilog
     cfg = load_config(config)
     mt = (MemoryTiming(lat=lat) if memory_timing is None else memory_timing).for_config(cfg)
-    # (A plain latency keeps the key it always had, so existing models stay cached.)
-    plain = mt == MemoryTiming(lat=mt.lat).for_config(cfg)
-    key = source_key("SimTop", json.dumps(cfg.to_dict(), sort_keys=True), mem_bytes, mt.lat,
-                     *(() if plain else (mt.queue_depth, mt.r_gap_every)))
+    key = source_key("SimTop", json.dumps(cfg.to_dict(), sort_keys=True), mem_bytes, mt.lat, mt.queue_depth,
+                     mt.r_gap_every)
     return build_from_sources(lambda: sim_top_verilog(cfg, mem_bytes=mem_bytes, memory_timing=mt), "sim_top",
                               key, HARNESS, waves=waves, progress=progress)
 
