@@ -315,9 +315,8 @@ def compile_attention(wl: AttentionWorkload, config) -> Program:
     bufs = {name: [mem.add(f"{name}{i}", kind, rows) for i in range(2)]
             for name, kind, rows in (("Q", "spad", Br * nd), ("K", "spad", Bc * nd), ("V", "spad", Bc * nd))}
     bufs["OUT"] = mem.add("OUT", "spad", Br * nd)
-    bufs.update({name: [mem.add(f"{label}{i}", kind, rows) for i in range(2)]
-                 for name, label, kind, rows in (("S", "S", "acc", Br * nbc), ("O", "O", "acc", Br * nd),
-                                                 ("STATE", "STATE", "state", Br))})
+    bufs.update({name: [mem.add(f"{name}{i}", kind, rows) for i in range(2)]
+                 for name, kind, rows in (("S", "acc", Br * nbc), ("O", "acc", Br * nd), ("STATE", "state", Br))})
     usage = mem.usage(cfg)
     assert usage["spad_rows"] <= cfg.spad_rows and usage["acc_rows"] <= cfg.acc_rows
 
@@ -346,11 +345,23 @@ class _QTile(NamedTuple):
 class _Step(NamedTuple):
     t: int            # Q tile
     j: int            # KV tile
-    i0: int           # first row of the tile that sees a key of the step
-    rows: int         # rows from i0
-    cols: int         # key columns computed (before the row bands)
     kv_valid: int     # real keys of the KV tile
     bands: list       # (first row, rows, columns, causal, causal_offset): docs/compiler.md "Causal"
+
+    @property
+    def i0(self):
+        """The first row of the tile that sees a key of the step."""
+        return self.bands[0][0]
+
+    @property
+    def rows(self):
+        """Rows from ``i0`` (the bands cover them in order)."""
+        return sum(b[1] for b in self.bands)
+
+    @property
+    def cols(self):
+        """Key columns the step computes: those of its last band, whose rows see the most."""
+        return self.bands[-1][2]
 
 
 def _attention_steps(wl: AttentionWorkload, Br: int, Bc: int, dim: int) -> tuple[list, list]:
@@ -369,15 +380,14 @@ def _attention_steps(wl: AttentionWorkload, Br: int, Bc: int, dim: int) -> tuple
                 for j in range(n):
                     k0 = j * Bc
                     kv_valid = min(Bc, wl.seq_k - k0)
-                    cols, i0 = kv_valid, 0
                     if wl.causal:
                         i0 = max(0, k0 - q0 - off)      # rows above see no key of this tile
                         if i0 >= rows:                  # a tile no row sees (only the clamped j = 0)
                             i0 = 0
-                        cols = max(1, min(kv_valid, last_key - k0 + 1))
-                    bands = _causal_bands(i0, rows, kv_valid, q0 + off - k0, dim) if wl.causal \
-                        else [(0, rows, cols, 0, 0)]
-                    steps.append(_Step(t, j, i0, rows - i0, cols, kv_valid, bands))
+                        bands = _causal_bands(i0, rows, kv_valid, q0 + off - k0, dim)
+                    else:
+                        bands = [(0, rows, kv_valid, 0, 0)]
+                    steps.append(_Step(t, j, kv_valid, bands))
     return tiles, steps
 
 
