@@ -23,7 +23,7 @@ from flashnpu.cosim.axi_memory_common import STAMP_BITS, Geometry, window_layout
 from flashnpu.cosim.axi_memory_read import AxiMemoryRead
 from flashnpu.cosim.axi_memory_write import AxiMemoryWrite
 from flashnpu.hw.axi import AXI4LiteSignature, AXI4Signature
-from flashnpu.spec.memory_timing import MemoryTiming
+from flashnpu.spec.memory_timing import MemoryTiming, memory_timing_for
 
 __all__ = ["AxiMemory", "SimTop", "STORAGE_MODULE", "STORAGE_VERILOG", "with_storage",
            "sim_top_verilog"]
@@ -283,7 +283,9 @@ class SimTop(wiring.Component):
                  storage="verilog"):
         # Imported here: the simulation memory does not need the NPU to exist.
         from flashnpu.hw.npu import NPU
-        mt = _memory_timing(config, lat, memory_timing)
+        if lat is None and memory_timing is None:
+            raise ValueError("give lat or memory_timing")
+        mt = memory_timing_for(config, lat, memory_timing)
         self._npu = NPU(config)
         self._mem = AxiMemory(addr_width=config.axi_addr_bits, data_width=config.dma_data_bits,
                               id_width=config.axi_id_bits, size_bytes=mem_bytes, lat=mt.lat,
@@ -320,14 +322,6 @@ class SimTop(wiring.Component):
                 else:
                     m.d.comb += getattr(self, name).eq(getattr(mem, name))
         return m
-
-
-def _memory_timing(config, lat, memory_timing):
-    """The memory timing of a SimTop: ``memory_timing``, or the plain latency ``lat``, for ``config``."""
-    if (lat is None) == (memory_timing is None):
-        raise ValueError("give exactly one of 'lat' and 'memory_timing'")
-    mt = MemoryTiming(lat=lat) if memory_timing is None else memory_timing
-    return mt.for_config(config)
 
 
 def sim_top_verilog(config, *, mem_bytes, lat=None, name="sim_top", **kwargs):

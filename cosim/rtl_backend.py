@@ -18,7 +18,7 @@ import numpy as np
 from flashnpu.sw.asm import program_bytes
 from flashnpu.spec.config import load_config
 from flashnpu.spec.isa import ErrorCode
-from flashnpu.spec.memory_timing import MemoryTiming
+from flashnpu.spec.memory_timing import MemoryTiming, memory_timing_for
 from flashnpu.sw.program import program_grant
 from flashnpu.spec.regmap import DramGrant
 from flashnpu.cosim.build import BuildResult, RunFolder, build_from_sources, run_cocotb, source_key
@@ -108,13 +108,13 @@ def fast_mem_bytes(image_bytes: int) -> int:
     return max(1 << 16, 1 << (int(image_bytes) - 1).bit_length())
 
 
-def build_sim_top(config, *, mem_bytes: int, lat: int | None = None, memory_timing: MemoryTiming | None = None,
-                  waves: bool = False, progress=None) -> BuildResult:
+def build_sim_top(config, *, mem_bytes: int, memory_timing: MemoryTiming, waves: bool = False,
+                  progress=None) -> BuildResult:
     """Verilate ``SimTop`` (the NPU with the HDL memory of ``axi_memory.py``) as module ``sim_top``,
-    its memory of latency ``lat`` or of timing ``memory_timing``."""
+    its memory of timing ``memory_timing``."""
     from flashnpu.cosim.axi_memory import sim_top_verilog
     cfg = load_config(config)
-    mt = (MemoryTiming(lat=lat) if memory_timing is None else memory_timing).for_config(cfg)
+    mt = memory_timing.for_config(cfg)
     key = source_key("SimTop", json.dumps(cfg.to_dict(), sort_keys=True), mem_bytes, mt.lat, mt.queue_depth,
                      mt.r_gap_every)
     return build_from_sources(lambda: sim_top_verilog(cfg, mem_bytes=mem_bytes, memory_timing=mt), "sim_top",
@@ -228,8 +228,7 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
         raise ValueError(f"memory = {memory!r}: must be 'axiram' or 'fast'")
     if memory == "axiram" and (lat is not None or memory_timing is not None):
         raise ValueError("lat, memory_timing: the AxiRam memory has no timing settings (use memory='fast')")
-    if lat is not None and memory_timing is not None:
-        raise ValueError("give lat or memory_timing, not both")
+    mt = memory_timing_for(cfg, lat, memory_timing) if memory == "fast" else None
     if memory == "fast" and backpressure:
         raise ValueError("backpressure needs memory='axiram' (the HDL memory has fixed timing)")
     if memory == "fast" and len(slverr) > 1:
@@ -271,7 +270,6 @@ def run_session(config, runs, *, backpressure: bool = False, waves: bool = False
         raise ValueError(f"mem_size = {mem_size}: smaller than the image ({biggest} B)")
     if memory == "fast":
         mem_size = int(mem_size) if mem_size is not None else fast_mem_bytes(biggest)
-        mt = memory_timing if memory_timing is not None else MemoryTiming(lat=1 if lat is None else int(lat))
         b = build_sim_top(cfg, mem_bytes=mem_size, memory_timing=mt, waves=waves, progress=progress)
     else:
         b = build_npu(cfg, waves=waves, progress=progress)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MemoryTiming", "MemoryTimingError"]
+__all__ = ["MemoryTiming", "MemoryTimingError", "memory_timing_for"]
 
 
 class MemoryTimingError(ValueError):
@@ -75,3 +75,12 @@ class MemoryTiming:
                 f"field 'queue_depth' = {self.queue_depth}: the model is exact only while the memory's "
                 f"queue cannot fill: at least fetch_depth + read_slots = {need} on config '{config.name}'")
         return self
+
+
+def memory_timing_for(config, lat=None, memory_timing=None) -> MemoryTiming:
+    """The memory timing a caller asked for, as a latency ``lat`` alone (``None``: 1) or as a whole
+    ``memory_timing``, filled in and checked for ``config`` (:meth:`MemoryTiming.for_config`)."""
+    if lat is not None and memory_timing is not None:
+        raise MemoryTimingError("give lat or memory_timing, not both")
+    mt = MemoryTiming(lat=1 if lat is None else lat) if memory_timing is None else memory_timing
+    return mt.for_config(config)

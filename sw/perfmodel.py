@@ -31,7 +31,7 @@ from flashnpu.sw.asm import decode_word
 from flashnpu.spec.config import NPUConfig, load_config
 from flashnpu.sw.golden import check_fields, check_window
 from flashnpu.spec.isa import INSTR_BYTES, ErrorCode, Mem, Opcode, Queue, VectorFunct
-from flashnpu.spec.memory_timing import MemoryTiming
+from flashnpu.spec.memory_timing import MemoryTiming, memory_timing_for
 from flashnpu.spec.regmap import COUNTERS
 from flashnpu.spec.timing import Timing, timing
 
@@ -946,11 +946,12 @@ def _result(g: _Graph, ev: _Events, t: Timing) -> PerfResult:
     return res
 
 
-def predict(config, words, *, lat: int = 1, grant=None, memory_timing: MemoryTiming | None = None) -> PerfResult:
+def predict(config, words, *, lat: int | None = None, grant=None,
+            memory_timing: MemoryTiming | None = None) -> PerfResult:
     """Predict the cycles and counters of ``words`` (a legal program ending in HALT) on ``config``.
 
     Cycle 0 is the cycle START takes effect; ``cycles`` is the CYCLES counter
-    at done. ``lat`` is the latency of the ideal AXI slave (``>= 1``). The code
+    at done. ``lat`` is the latency of the ideal AXI slave (``>= 1``; ``None``: 1). The code
     window is ``words`` (the NPU fetches nothing past them), or ``grant``'s
     (``sw/regmap.DramGrant``); a LOAD/STORE that the grant refuses raises
     ``ValueError`` (the NPU would stop with ``DMA_WINDOW`` or ``CODE_WRITE``).
@@ -962,13 +963,7 @@ def predict(config, words, *, lat: int = 1, grant=None, memory_timing: MemoryTim
     """
     cfg = load_config(config)
     t = timing(cfg)
-    if lat < 1:
-        raise ValueError(f"lat = {lat}: the ideal slave's latency must be at least 1")
-    if memory_timing is None:
-        memory_timing = MemoryTiming(lat=lat)
-    elif lat != 1:
-        raise ValueError("give lat or memory_timing, not both")
-    memory_timing = memory_timing.for_config(cfg)
+    memory_timing = memory_timing_for(cfg, lat, memory_timing)
     info = _program_info(cfg, words)
     # Words in the code window [PROG_ADDR, PROG_END): the most the NPU fetches.
     n_code = len(words) if grant is None else (grant.prog_end - grant.prog_addr) // INSTR_BYTES
