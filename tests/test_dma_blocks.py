@@ -6,8 +6,6 @@ The engine as a whole is tests/test_dma_engine.py; these catch a broken block on
 
 import random
 
-from amaranth.sim import Simulator
-
 from flashnpu.hw.dma_burst_planner import BurstPlanner, BurstPlanSignature
 from flashnpu.hw.dma_fetch import DmaFetch
 from flashnpu.hw.dma_read_path import DmaReadPath, LoadRowWriter
@@ -19,15 +17,9 @@ from flashnpu.sw.perfmodel import plan_bursts
 
 from support.dma_ref import dma
 from support.sram import Sram
+from support.sim import simulate
 
 TINY = load_config("tiny")
-
-
-def simulate(dut, bench):
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
 
 
 def test_signatures_compare_by_parameters():

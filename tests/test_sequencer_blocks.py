@@ -3,8 +3,6 @@
 tests/test_sequencer.py runs them together; these pin each block's own contract.
 """
 
-from amaranth.sim import Simulator
-
 from flashnpu.hw.sequencer_dispatch import SequencerDispatch
 from flashnpu.hw.sequencer_fetch import SequencerFetch
 from flashnpu.hw.sequencer_tokens import SequencerTokens
@@ -12,15 +10,10 @@ from flashnpu.spec.config import load_config
 from flashnpu.spec.isa import ErrorCode, Opcode, Queue, decode, encode
 from flashnpu.spec.timing import timing
 
+from support.sim import simulate as run
+
 TINY = load_config("tiny")
 T = timing(TINY)
-
-
-def run(dut, tb):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
 
 
 def test_fetch_keeps_depth_outstanding_and_drops_stale():

@@ -6,8 +6,6 @@ emits in which cycle), so that a broken block fails here by name.
 
 import random
 
-from amaranth.sim import Simulator
-
 from flashnpu.hw.vector_issue import VectorIssue
 from flashnpu.hw.vector_lanes import VectorLanes
 from flashnpu.hw.vector_reciprocal import VectorReciprocal
@@ -18,18 +16,12 @@ from flashnpu.spec.numerics import NEG_INF
 from flashnpu.spec.timing import timing
 
 from support import vector_ref
+from support.sim import simulate as run
 
 TINY = load_config("tiny")
 T = timing(TINY)
 F = VectorFunct
 M32 = (1 << 32) - 1
-
-
-def run(dut, tb):
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
 
 
 def s32(v):
