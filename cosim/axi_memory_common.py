@@ -6,13 +6,13 @@ See ``docs/axi_memory.md`` ("Design").
 from dataclasses import dataclass
 
 from amaranth import *
-from amaranth.lib import data, wiring
+from amaranth.lib import data, fifo, wiring
 from amaranth.lib.wiring import Out
 
 from flashnpu.hw.axi import RESP_DECERR, RESP_SLVERR
 
 __all__ = ["STAMP_BITS", "log2", "later", "due", "Geometry", "burst_layout", "window_layout",
-           "StorageReadSignature", "StorageWriteSignature"]
+           "stamped_burst_queue", "StorageReadSignature", "StorageWriteSignature"]
 
 #: Width of the free-running cycle counter and of the timestamps in the queues;
 #: compared by signed difference, so only waits under 2**31 cycles are exact.
@@ -36,6 +36,22 @@ def due(ready, now):
 def burst_layout(geometry):
     """An AR or AW: the burst's ID, start byte address and ``len`` (beats - 1)."""
     return data.StructLayout({"id": geometry.id_width, "addr": geometry.addr_width, "len": 8})
+
+
+def stamped_burst_queue(m, name, bursts, geometry, stamp, depth):
+    """A FIFO ``m.submodules[name]`` of ``depth`` bursts taken on ``bursts`` (an AR or AW stream), each
+    with the ``stamp`` of its handshake cycle; ``bursts.ready`` while it has room.
+
+    Returns ``(head, queue)``: ``head.burst`` and ``head.stamp`` of the oldest entry (valid while
+    ``queue.r_rdy``), and the FIFO, whose ``r_en`` the caller drives.
+    """
+    entry = data.StructLayout({"burst": burst_layout(geometry), "stamp": STAMP_BITS})
+    queue = m.submodules[name] = fifo.SyncFIFO(width=entry.size, depth=depth)
+    incoming, head = Signal(entry, name=f"{name}_in"), Signal(entry, name=f"{name}_head")
+    m.d.comb += [incoming.burst.eq(bursts.payload), incoming.stamp.eq(stamp),
+                 bursts.ready.eq(queue.w_rdy), queue.w_en.eq(bursts.valid), queue.w_data.eq(incoming),
+                 head.eq(queue.r_data)]
+    return head, queue
 
 
 def window_layout(geometry):

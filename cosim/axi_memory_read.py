@@ -4,11 +4,11 @@ See ``docs/axi_memory.md`` ("Design").
 """
 
 from amaranth import *
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from flashnpu.cosim.axi_memory_common import (STAMP_BITS, StorageReadSignature, burst_layout, due,
-                                              window_layout)
+                                              stamped_burst_queue, window_layout)
 
 __all__ = ["AxiMemoryRead", "r_layout"]
 
@@ -55,16 +55,13 @@ class AxiMemoryRead(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo, now, r, rd = self._geo, self.now, self.r, self.mem
-        queued = data.StructLayout({"burst": burst_layout(geo), "ready": STAMP_BITS})
-        arq = m.submodules.arq = fifo.SyncFIFO(width=queued.size, depth=self._qdepth)
-        ar_in = Signal(queued)
-        m.d.comb += [ar_in.burst.eq(self.ar.payload), ar_in.ready.eq(now + 1 + self._lat),
-                     self.ar.ready.eq(arq.w_rdy), arq.w_en.eq(self.ar.valid), arq.w_data.eq(ar_in)]
-        head = Signal(queued)
-        m.d.comb += head.eq(arq.r_data)
+        # Each burst's stamp is the cycle its first beat is due.
+        head, arq = stamped_burst_queue(m, "arq", self.ar, geo, now + 1 + self._lat, self._qdepth)
         ar = head.burst
 
         r_beat = Signal(8)
+        r_last = Signal()
+        m.d.comb += r_last.eq(r_beat == ar.len)
         r_err = Signal()
         r_addr = Signal(geo.addr_width + 1)
         m.d.comb += r_addr.eq(geo.beat_addr(ar.addr, r_beat))
@@ -73,7 +70,7 @@ class AxiMemoryRead(wiring.Component):
         # The next beat is read in the cycle before it is shown: the read port
         # is the R data register, and it holds while R waits for ready.
         r_can = Signal()            # a beat could be decided now
-        m.d.comb += r_can.eq((~r.valid | r.ready) & arq.r_rdy & due(head.ready, now))
+        m.d.comb += r_can.eq((~r.valid | r.ready) & arq.r_rdy & due(head.stamp, now))
         r_gap = Signal()            # ... but this cycle is the burst's gap
         r_go = Signal()
         m.d.comb += r_go.eq(r_can & ~r_gap)
@@ -83,11 +80,10 @@ class AxiMemoryRead(wiring.Component):
             with m.If(r_can & r_gap):
                 m.d.sync += since_gap.eq(0)
             with m.Elif(r_go):
-                m.d.sync += since_gap.eq(Mux(r_beat == ar.len, 0, since_gap + 1))
+                m.d.sync += since_gap.eq(Mux(r_last, 0, since_gap + 1))
         m.d.comb += [rd.addr.eq(geo.index(r_addr)), rd.en.eq(r_go),
                      r.payload.data.eq(Mux(r_err, 0, rd.data))]
         with m.If(r_go):
-            r_last = r_beat == ar.len
             m.d.sync += [r.valid.eq(1), r.payload.id.eq(ar.id), r.payload.resp.eq(r_resp),
                          r.payload.last.eq(r_last), r_err.eq(r_resp != 0)]
             with m.If(r_last):

@@ -8,7 +8,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from flashnpu.cosim.axi_memory_common import (STAMP_BITS, StorageWriteSignature, burst_layout, due, later,
-                                              window_layout)
+                                              stamped_burst_queue, window_layout)
 
 __all__ = ["AxiMemoryWrite", "w_layout", "b_layout"]
 
@@ -57,13 +57,7 @@ class AxiMemoryWrite(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         geo, now, qd, wr = self._geo, self.now, self._qdepth, self.mem
-        stamped = data.StructLayout({"burst": burst_layout(geo), "stamp": STAMP_BITS})
-        awq = m.submodules.awq = fifo.SyncFIFO(width=stamped.size, depth=qd)
-        aw_in = Signal(stamped)
-        m.d.comb += [aw_in.burst.eq(self.aw.payload), aw_in.stamp.eq(now),
-                     self.aw.ready.eq(awq.w_rdy), awq.w_en.eq(self.aw.valid), awq.w_data.eq(aw_in)]
-        head = Signal(stamped)
-        m.d.comb += head.eq(awq.r_data)
+        head, awq = stamped_burst_queue(m, "awq", self.aw, geo, now, qd)
         aw = head.burst
 
         # W beats that cannot be written at once (no AW yet, or older beats
