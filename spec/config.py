@@ -233,10 +233,10 @@ class NPUConfig:
             fail("fetch_depth", "must be between 2 and 32")
         if not 2 <= self.inflight_depth <= 32:
             fail("inflight_depth", "must be between 2 and 32")
-        from flashnpu.spec.timing import DIVIDER_QUOTIENT_BITS as qbits
+        from flashnpu.spec.timing import DIVIDER_QUOTIENT_BITS as qbits, division_cycles
         if not 1 <= self.divider_bits_per_cycle <= qbits:
             fail("divider_bits_per_cycle", f"must be between 1 and {qbits} (a division has {qbits} quotient bits)")
-        division = -(-qbits // self.divider_bits_per_cycle)
+        division = division_cycles(self.divider_bits_per_cycle)
         if not 1 <= self.recip_dividers <= division:
             fail("recip_dividers", f"must be between 1 and {division}, the cycles of one division at "
                  f"divider_bits_per_cycle = {self.divider_bits_per_cycle} (more dividers would sit idle)")

@@ -25,10 +25,15 @@ from functools import lru_cache
 from flashnpu.spec.isa import INSTR_BYTES
 from flashnpu.spec.numerics import RECIP_MULT_LIMIT, RECIP_SHIFT
 
-__all__ = ["Timing", "timing", "DIVIDER_QUOTIENT_BITS", "EXP_LATENCY", "PARAMETERS"]
+__all__ = ["Timing", "timing", "division_cycles", "DIVIDER_QUOTIENT_BITS", "EXP_LATENCY", "PARAMETERS"]
 
 #: Quotient bits of one RECIP division: a 16-bit multiplier shifted by RECIP_SHIFT, plus one bit.
 DIVIDER_QUOTIENT_BITS = (RECIP_MULT_LIMIT - 1).bit_length() + RECIP_SHIFT + 1
+
+
+def division_cycles(bits_per_cycle: int) -> int:
+    """Cycles of one RECIP division at ``bits_per_cycle`` quotient bits per cycle (``recip_row_cycles``)."""
+    return -(-DIVIDER_QUOTIENT_BITS // bits_per_cycle)
 
 #: Register stages of one exp2 lane (table look-up, interpolation, rounding; hw/exp2_lane.py).
 EXP_LATENCY = 6
@@ -152,7 +157,7 @@ PARAMETERS = tuple(name for name, doc in _FIELD_DOCS.items() if doc.startswith("
 def timing(config) -> Timing:
     """The :class:`Timing` of a config (cached: configs are frozen)."""
     bits = config.divider_bits_per_cycle
-    division = -(-DIVIDER_QUOTIENT_BITS // bits)
+    division = division_cycles(bits)
     wlen = config.store_burst_fifo_depth
     return Timing(
         fetch_depth=config.fetch_depth,
